@@ -1,0 +1,169 @@
+"""Data: every data set comes through tensorflow-datasets (`tfds.load`)."""
+
+import dataclasses
+import os
+import socket
+
+import gin
+import tensorflow as tf
+import tensorflow_datasets as tfds
+
+from ebmkit import datasets as embedded_datasets
+
+DEFAULT_DATASET = "sklearn_digits"
+
+
+class DatasetUnavailableError(RuntimeError):
+  """A data set is not prepared locally and cannot be downloaded now."""
+
+
+@dataclasses.dataclass(frozen=True)
+class DatasetInfo:
+  """What a model needs to know about a data set."""
+  name: str
+  image_shape: tuple
+  num_classes: int
+  split_sizes: dict
+
+
+def _data_dir(data_dir):
+  return os.path.expanduser(data_dir or os.environ.get(
+      "TFDS_DATA_DIR", os.path.join("~", "tensorflow_datasets")))
+
+
+def _network_available(host="storage.googleapis.com", port=443, timeout=3.0):
+  """Whether a TFDS download host answers; a quick check before a download.
+
+  Without it an offline download retries for minutes before failing.
+  """
+  try:
+    with socket.create_connection((host, port), timeout=timeout):
+      return True
+  except OSError:
+    return False
+
+
+def _how_to_prepare(name, data_dir):
+  return (
+      f"To prepare it, on a machine with internet access run\n"
+      f"    tfds build {name} --data_dir={data_dir}\n"
+      f"and copy {os.path.join(data_dir, name)} to this machine (or point "
+      f"--gin_bindings=\"load_dataset.data_dir='...'\" / $TFDS_DATA_DIR at a "
+      f"folder that holds it). Data sets that need manual downloads also take "
+      f"--manual_dir; see `tfds build --help`.")
+
+
+def tfds_load(name, split, data_dir=None, download=True):
+  """`tfds.load` with a clear error when the data cannot be had.
+
+  Args:
+    name: TFDS name, e.g. "sklearn_digits" or "cifar10".
+    split: TFDS split string, e.g. "train" or "train[:90%]".
+    data_dir: where TFDS keeps prepared data (default: $TFDS_DATA_DIR or
+      ~/tensorflow_datasets).
+    download: whether to download and prepare a missing data set. Embedded
+      data sets (shipped inside an installed package) are always prepared.
+
+  Returns:
+    (tf.data.Dataset of (image, label) pairs, tfds.core.DatasetInfo).
+
+  Raises:
+    DatasetUnavailableError: the data set is not prepared in `data_dir` and
+      cannot be downloaded (download disabled or no network).
+  """
+  data_dir = _data_dir(data_dir)
+  embedded = name in embedded_datasets.EMBEDDED
+  try:
+    return tfds.load(name, split=split, data_dir=data_dir, download=False,
+                     as_supervised=True, with_info=True)
+  except AssertionError:  # TFDS: "could not find data in ...".
+    pass
+  except tfds.core.registered.DatasetNotFoundError as e:
+    raise DatasetUnavailableError(
+        f"TFDS has no data set named {name!r}. Embedded data sets: "
+        f"{', '.join(embedded_datasets.EMBEDDED)}; see `tfds.list_builders()` "
+        f"for the others.") from e
+  if not embedded:
+    where = f"Data set {name!r} is not prepared in {data_dir}"
+    if not download:
+      raise DatasetUnavailableError(
+          f"{where}, and downloading is off (download=False). "
+          + _how_to_prepare(name, data_dir))
+    if not _network_available():
+      raise DatasetUnavailableError(
+          f"{where}, and this machine cannot reach the download servers. "
+          + _how_to_prepare(name, data_dir))
+  try:
+    return tfds.load(name, split=split, data_dir=data_dir, download=True,
+                     as_supervised=True, with_info=True)
+  except (OSError, ConnectionError) as e:
+    raise DatasetUnavailableError(
+        f"Downloading data set {name!r} into {data_dir} failed ({e}). "
+        + _how_to_prepare(name, data_dir)) from e
+
+
+def dataset_info(name=DEFAULT_DATASET, data_dir=None):
+  """Image shape, number of classes and split sizes of a TFDS data set."""
+  try:
+    builder = tfds.builder(name, data_dir=_data_dir(data_dir))
+  except tfds.core.registered.DatasetNotFoundError as e:
+    raise DatasetUnavailableError(f"TFDS has no data set named {name!r}.") \
+        from e
+  info = builder.info
+  image_shape = tuple(info.features["image"].shape)
+  num_classes = info.features["label"].num_classes
+  sizes = {split: info.splits[split].num_examples for split in info.splits}
+  return DatasetInfo(name, image_shape, num_classes, sizes)
+
+
+def to_unit_range(image):
+  """uint8 pixels 0..255 to floats in [-1, 1]."""
+  return tf.cast(image, tf.float32) / 127.5 - 1.0
+
+
+def from_unit_range(x):
+  """Floats in [-1, 1] to uint8 pixels 0..255 (clipped)."""
+  x = tf.clip_by_value((x + 1.0) * 127.5, 0.0, 255.0)
+  return tf.cast(tf.round(x), tf.uint8)
+
+
+@gin.configurable
+def load_dataset(name=DEFAULT_DATASET, split="train", batch_size=64,
+                 training=True, data_noise=0.03, data_dir=None, download=True,
+                 shuffle_buffer=10000, seed=None):
+  """Batches of (image in [-1, 1], label) from a TFDS data set.
+
+  Args:
+    name: TFDS data set name.
+    split: TFDS split.
+    batch_size: examples per batch.
+    training: shuffle, add data noise and drop the last partial batch (so
+      every step sees the same shape and XLA compiles once).
+    data_noise: σ_data, std of Gaussian noise added to training images
+      (JEM: 0.03); not added when `training` is False.
+    data_dir: TFDS data folder (default $TFDS_DATA_DIR or ~/tensorflow_datasets).
+    download: download and prepare a missing data set (see `tfds_load`).
+    shuffle_buffer: size of the shuffle buffer.
+    seed: shuffle seed.
+
+  Returns:
+    A `tf.data.Dataset` of (float32 images [b, H, W, C], int32 labels [b]).
+  """
+  if batch_size < 1:
+    raise ValueError(f"load_dataset.batch_size must be >= 1, got {batch_size}.")
+  if data_noise < 0:
+    raise ValueError(
+        f"load_dataset.data_noise (σ_data) must be >= 0, got {data_noise}.")
+  ds, _ = tfds_load(name, split, data_dir=data_dir, download=download)
+
+  def preprocess(image, label):
+    x = to_unit_range(image)
+    if training and data_noise:
+      x += data_noise * tf.random.normal(tf.shape(x))
+    return x, tf.cast(label, tf.int32)
+
+  if training:
+    ds = ds.shuffle(shuffle_buffer, seed=seed, reshuffle_each_iteration=True)
+  ds = ds.map(preprocess, num_parallel_calls=tf.data.AUTOTUNE)
+  ds = ds.batch(batch_size, drop_remainder=training)
+  return ds.prefetch(tf.data.AUTOTUNE)

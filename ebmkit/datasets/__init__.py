@@ -1,0 +1,8 @@
+"""TFDS builders for the data sets that ship with ebmkit's dependencies.
+
+Importing this package registers them with tensorflow-datasets.
+"""
+
+from ebmkit.datasets.sklearn_digits import SklearnDigits
+
+EMBEDDED = ("sklearn_digits",)

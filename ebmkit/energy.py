@@ -1,0 +1,92 @@
+"""Energy heads: how a network's output is read as an energy.
+
+A classifier's logits f(x) define a joint energy-based model (JEM):
+E(x, y) = -f(x)[y], E(x) = -LogSumExp_y f(x)[y] and p(y|x) = softmax f(x).
+An unconditional EBM (IGEBM) has one scalar energy per input instead.
+"""
+
+import keras
+from keras import ops
+
+
+def energy_from_logits(logits):
+  """E(x) = -LogSumExp_y f(x)[y], one value per example."""
+  return -ops.logsumexp(logits, axis=-1)
+
+
+def class_energy_from_logits(logits, y):
+  """E(x, y) = -f(x)[y] for integer labels `y` of shape [batch]."""
+  y = ops.cast(y, "int32")
+  return -ops.take_along_axis(logits, y[:, None], axis=-1)[:, 0]
+
+
+@keras.saving.register_keras_serializable(package="ebmkit")
+class EnergyHead(keras.layers.Layer):
+  """Reads classifier logits f(x) as a joint energy model (JEM).
+
+  Calling it returns a dict with
+    `energy`: E(x) = -LogSumExp_y f(x)[y], shape [batch];
+    `class_energy`: E(x, y) = -f(x)[y] for every y, shape [batch, K];
+    `log_px`: unnormalised log p(x) = -E(x), shape [batch];
+    `log_pyx`: log p(y|x) = log_softmax f(x), shape [batch, K].
+  """
+
+  classifies = True
+
+  def call(self, logits):
+    logits = ops.convert_to_tensor(logits)
+    energy = energy_from_logits(logits)
+    return {
+        "energy": energy,
+        "class_energy": -logits,
+        "log_px": -energy,
+        "log_pyx": ops.log_softmax(logits, axis=-1),
+    }
+
+  def compute_output_spec(self, logits):
+    batch, classes = logits.shape[0], logits.shape[-1]
+    spec = keras.KerasTensor
+    return {
+        "energy": spec((batch,), logits.dtype),
+        "class_energy": spec((batch, classes), logits.dtype),
+        "log_px": spec((batch,), logits.dtype),
+        "log_pyx": spec((batch, classes), logits.dtype),
+    }
+
+
+@keras.saving.register_keras_serializable(package="ebmkit")
+class ScalarEnergyHead(keras.layers.Layer):
+  """A scalar energy for unconditional EBMs (IGEBM style): E(x) = -w·h(x) - b.
+
+  Reads the backbone's features h(x) (any shape [batch, ...]; flattened) and
+  returns a dict with `energy` (shape [batch]) and `log_px` = -E(x).
+
+  Args:
+    use_bias: whether the linear read-out has a bias (it does not change the
+      distribution, only the energy's offset).
+  """
+
+  classifies = False
+
+  def __init__(self, use_bias=True, **kwargs):
+    super().__init__(**kwargs)
+    self.use_bias = use_bias
+    self.flatten = keras.layers.Flatten()
+    self.dense = keras.layers.Dense(1, use_bias=use_bias, name="readout")
+
+  def build(self, input_shape):
+    self.flatten.build(input_shape)
+    self.dense.build(self.flatten.compute_output_shape(input_shape))
+
+  def call(self, features):
+    score = self.dense(self.flatten(features))[:, 0]
+    return {"energy": -score, "log_px": score}
+
+  def compute_output_spec(self, features):
+    batch = features.shape[0]
+    spec = keras.KerasTensor
+    return {"energy": spec((batch,), features.dtype),
+            "log_px": spec((batch,), features.dtype)}
+
+  def get_config(self):
+    return {**super().get_config(), "use_bias": self.use_bias}

@@ -1,0 +1,325 @@
+"""EnergyModel: any Keras backbone trained as an energy-based model (JEM)."""
+
+import keras
+import tensorflow as tf
+
+from ebmkit import buffer as buffer_lib
+from ebmkit import energy as energy_lib
+from ebmkit import sampling
+
+_TERMS = ("clf_loss", "px_loss", "pxy_loss", "l2_loss")
+
+
+@keras.saving.register_keras_serializable(package="ebmkit")
+class EnergyModel(keras.Model):
+  """A backbone read as an energy-based model, trained with SGLD samples.
+
+  The loss of one training step is
+    L = w_clf·CE(f(x), y)
+      + w_px ·(mean E(x) − mean E(x̂))            x̂ ~ SGLD on E(x)
+      + w_pxy·(mean E(x, y) − mean E(x̂_y, y))    x̂_y ~ SGLD on E(x, y)
+      + w_l2 ·mean(E(x)² + E(x̂)²)
+  where the chains start from the replay buffer and are written back to it.
+  With (w_clf, w_px, w_pxy) = (1, 1, 0) this is JEM; (1, 0, 1) is "JEM
+  p(x|y) factored"; a `ScalarEnergyHead` with (0, 1, 0) and w_l2 > 0 is IGEBM.
+
+  Calling the model returns the head's dict (`energy`, `log_px`, and for
+  classifiers `class_energy`, `log_pyx`) plus `logits`/`features`.
+
+  Args:
+    backbone: a Keras model or layer; for an `EnergyHead` it outputs the
+      classifier logits f(x) [batch, K], for a `ScalarEnergyHead` features.
+    head: `EnergyHead` (default) or `ScalarEnergyHead`.
+    replay_buffer: a `ReplayBuffer` (default: 10,000 samples, ρ = 0.05).
+    sampler: a `LangevinSampler` (default: α = 1, σ = 0.01, η = 20).
+    clf_weight: w_clf, weight of the cross-entropy.
+    px_weight: w_px, weight of the log p(x) term.
+    pxy_weight: w_pxy, weight of the log p(x|y) term.
+    l2_weight: w_l2, weight of the energy-magnitude penalty.
+  """
+
+  def __init__(self, backbone=None, head=None, replay_buffer=None,
+               sampler=None, clf_weight=1.0, px_weight=1.0, pxy_weight=0.0,
+               l2_weight=0.0, **kwargs):
+    super().__init__(**kwargs)
+    if backbone is None:
+      raise ValueError("EnergyModel needs a `backbone`: a Keras model that "
+                       "maps inputs to logits (or to features for a "
+                       "ScalarEnergyHead).")
+    for name, value in (("clf_weight", clf_weight), ("px_weight", px_weight),
+                        ("pxy_weight", pxy_weight), ("l2_weight", l2_weight)):
+      if value < 0:
+        raise ValueError(f"EnergyModel.{name} must be >= 0, got {value}.")
+    self.backbone = backbone
+    self.head = head if head is not None else energy_lib.EnergyHead()
+    self.replay_buffer = (replay_buffer if replay_buffer is not None
+                          else buffer_lib.ReplayBuffer())
+    self.sampler = (sampler if sampler is not None
+                    else sampling.LangevinSampler())
+    self.clf_weight = float(clf_weight)
+    self.px_weight = float(px_weight)
+    self.pxy_weight = float(pxy_weight)
+    self.l2_weight = float(l2_weight)
+    if not self.classifies and (self.clf_weight or self.pxy_weight):
+      raise ValueError(
+          "A ScalarEnergyHead has no classes: set clf_weight=0 and "
+          "pxy_weight=0, or use EnergyHead to train a classifier.")
+    if not (self.clf_weight or self.px_weight or self.pxy_weight):
+      raise ValueError("EnergyModel has nothing to train: clf_weight, "
+                       "px_weight and pxy_weight are all 0.")
+
+    tracked = ["loss"] + [t for t, w in zip(_TERMS, self._term_weights) if w]
+    if self.classifies:
+      tracked.append("accuracy")
+    tracked.append("energy_data")
+    if self._draws_samples:
+      tracked.append("energy_samples")
+    self._trackers = {}
+    for name in tracked:
+      if name == "accuracy":
+        self._trackers[name] = keras.metrics.SparseCategoricalAccuracy(name)
+      else:
+        self._trackers[name] = keras.metrics.Mean(name)
+    self._samplers = {}
+
+  # -- structure -------------------------------------------------------------
+
+  @property
+  def classifies(self):
+    """Whether the model has classes (an `EnergyHead` over logits)."""
+    return bool(getattr(self.head, "classifies", False))
+
+  @property
+  def _term_weights(self):
+    return (self.clf_weight, self.px_weight, self.pxy_weight, self.l2_weight)
+
+  @property
+  def _draws_samples(self):
+    return bool(self.px_weight or self.pxy_weight)
+
+  @property
+  def metrics(self):
+    return list(self._trackers.values())
+
+  def build(self, input_shape):
+    input_shape = tuple(input_shape)
+    if not self.backbone.built:
+      self.backbone.build(input_shape)
+    out_shape = self.backbone.compute_output_shape(input_shape)
+    if not self.head.built:
+      self.head.build(out_shape)
+    if not self.replay_buffer.built:
+      self.replay_buffer.build(input_shape[1:])
+    self.sampler.build(input_shape)
+    self.built = True
+
+  def call(self, x, training=False):
+    out = self.backbone(x, training=training)
+    result = dict(self.head(out))
+    result["logits" if self.classifies else "features"] = out
+    return result
+
+  def compute_output_spec(self, x, training=False):
+    out = self.backbone.compute_output_spec(x)
+    result = dict(self.head.compute_output_spec(out))
+    result["logits" if self.classifies else "features"] = out
+    return result
+
+  # -- energies --------------------------------------------------------------
+
+  def energy(self, x, training=False):
+    """E(x), shape [batch]."""
+    return self.head(self.backbone(x, training=training))["energy"]
+
+  def class_energy(self, x, y, training=False):
+    """E(x, y) = -f(x)[y] for int labels y [batch]."""
+    self._require_classes("class_energy")
+    logits = self.backbone(x, training=training)
+    return energy_lib.class_energy_from_logits(logits, y)
+
+  def log_px(self, x):
+    """Unnormalised log p(x) = -E(x)."""
+    return -self.energy(x)
+
+  def _require_classes(self, what):
+    if not self.classifies:
+      raise ValueError(f"{what} needs class energies, but this model has a "
+                       "ScalarEnergyHead (an unconditional EBM).")
+
+  # -- sampling --------------------------------------------------------------
+
+  def _chain(self, starts, y=None, steps=None):
+    if y is None:
+      energy_fn = lambda v: self.energy(v)
+    else:
+      energy_fn = lambda v: self.class_energy(v, y)
+    return self.sampler(starts, energy_fn=energy_fn, steps=steps)
+
+  def sample(self, num_samples=64, y=None, steps=None, from_buffer=False,
+             jit_compile=True):
+    """Draws samples with a standalone compiled sampler.
+
+    Args:
+      num_samples: number of chains (ignored when `y` is given).
+      y: optional int labels [n]: sample x ~ p(x|y) from E(x, y).
+      steps: SGLD steps; defaults to the sampler's η.
+      from_buffer: start the chains from the replay buffer (persistent
+        chains) instead of U(low, high) noise; the buffer is not updated.
+      jit_compile: compile the chain with XLA.
+
+    Returns:
+      Samples, a float32 tensor [n, *sample_shape].
+    """
+    if not self.built:
+      raise ValueError("Build the model (call it on a batch, or fit it) "
+                       "before sampling.")
+    conditional = y is not None
+    if conditional:
+      self._require_classes("Class-conditional sampling")
+      y = tf.convert_to_tensor(y, tf.int32)
+      num_samples = int(y.shape[0])
+    steps = self.sampler.steps if steps is None else int(steps)
+    buf = self.replay_buffer
+    if from_buffer:
+      starts, _ = buf.draw(num_samples, y=y)
+    else:
+      starts = buf._uniform((num_samples,) + buf.sample_shape)
+    key = (conditional, jit_compile)
+    if key not in self._samplers:
+      if conditional:
+        fn = lambda x0, labels, n: self._chain(x0, labels, n)
+      else:
+        fn = lambda x0, labels, n: self._chain(x0, None, n)
+      self._samplers[key] = tf.function(fn, jit_compile=jit_compile,
+                                        reduce_retracing=True)
+    labels = y if conditional else tf.zeros([num_samples], tf.int32)
+    return self._samplers[key](starts, labels, tf.constant(steps, tf.int32))
+
+  # -- training --------------------------------------------------------------
+
+  def _build_for(self, x):
+    # TF defers building to the first trace of the train/test function.
+    if not self.built:
+      self.build(tuple(x.shape))
+
+  def train_step(self, data):
+    x, y, _ = keras.utils.unpack_x_y_sample_weight(data)
+    self._build_for(x)
+    batch_size = tf.shape(x)[0]
+    chains = []  # (name, samples, labels or None)
+    if self.px_weight:
+      starts, slots = self.replay_buffer.draw(batch_size)
+      samples = self._chain(starts)
+      self.replay_buffer.write(slots, samples)
+      chains.append(("px", samples, None))
+    if self.pxy_weight:
+      starts, slots = self.replay_buffer.draw(batch_size, y=y)
+      samples = self._chain(starts, y)
+      self.replay_buffer.write(slots, samples)
+      chains.append(("pxy", samples, y))
+
+    with tf.GradientTape() as tape:
+      # One forward pass over data and samples together.
+      inputs = tf.concat([x] + [c[1] for c in chains], axis=0)
+      out = self.backbone(inputs, training=True)
+      terms, data_out, energy_samples = self._loss_terms(out, batch_size, y,
+                                                         chains)
+      loss = tf.add_n([w * terms[t] for t, w in zip(_TERMS, self._term_weights)
+                       if w])
+    variables = self.trainable_variables
+    grads = tape.gradient(loss, variables)
+    self.optimizer.apply(grads, variables)
+    return self._update_metrics(loss, terms, data_out, y, energy_samples)
+
+  def _loss_terms(self, out, batch_size, y, chains):
+    """Splits the joint forward pass and computes each term of the loss."""
+    parts = tf.split(out, [batch_size] * (1 + len(chains)), axis=0) if chains \
+        else [out]
+    data_out = parts[0]
+    head_data = self.head(data_out)
+    e_data = head_data["energy"]
+    terms = {"energy_data": tf.reduce_mean(e_data)}
+    energy_samples = None
+    if self.clf_weight:
+      terms["clf_loss"] = self._cross_entropy(data_out, y)
+    for (name, _, labels), sample_out in zip(chains, parts[1:]):
+      if name == "px":
+        e_samples = self.head(sample_out)["energy"]
+        terms["px_loss"] = tf.reduce_mean(e_data) - tf.reduce_mean(e_samples)
+      else:
+        e_samples = energy_lib.class_energy_from_logits(sample_out, labels)
+        terms["pxy_loss"] = (
+            tf.reduce_mean(energy_lib.class_energy_from_logits(data_out, y))
+            - tf.reduce_mean(e_samples))
+      if energy_samples is None:
+        energy_samples = e_samples
+    if self.l2_weight:
+      l2 = tf.reduce_mean(tf.square(e_data))
+      if energy_samples is not None:
+        l2 += tf.reduce_mean(tf.square(energy_samples))
+      terms["l2_loss"] = l2
+    return terms, data_out, energy_samples
+
+  def _cross_entropy(self, logits, y):
+    if y is None:
+      raise ValueError("clf_weight > 0 needs labels: the data set must yield "
+                       "(image, label) pairs.")
+    # Labels < 0 mark unlabelled examples (semi-supervised training): they
+    # count in the energy terms but not in the cross-entropy.
+    y = tf.cast(y, tf.int32)
+    labelled = tf.cast(y >= 0, logits.dtype)
+    ce = keras.losses.sparse_categorical_crossentropy(
+        tf.maximum(y, 0), logits, from_logits=True)
+    return tf.reduce_sum(ce * labelled) / tf.maximum(tf.reduce_sum(labelled),
+                                                     1.0)
+
+  def _update_metrics(self, loss, terms, logits, y, energy_samples):
+    t = self._trackers
+    t["loss"].update_state(loss)
+    for name in _TERMS:
+      if name in t and name in terms:
+        t[name].update_state(terms[name])
+    if "accuracy" in t and y is not None:
+      t["accuracy"].update_state(y, logits, sample_weight=tf.cast(
+          tf.cast(y, tf.int32) >= 0, logits.dtype))
+    t["energy_data"].update_state(terms["energy_data"])
+    if "energy_samples" in t and energy_samples is not None:
+      t["energy_samples"].update_state(tf.reduce_mean(energy_samples))
+    return {name: m.result() for name, m in t.items()
+            if m.name != "energy_samples" or energy_samples is not None}
+
+  def test_step(self, data):
+    x, y, _ = keras.utils.unpack_x_y_sample_weight(data)
+    self._build_for(x)
+    out = self.backbone(x, training=False)
+    terms = {"energy_data": tf.reduce_mean(self.head(out)["energy"])}
+    loss = tf.constant(0.0)
+    if self.classifies and y is not None:
+      terms["clf_loss"] = self._cross_entropy(out, y)
+      loss = terms["clf_loss"]
+    results = self._update_metrics(loss, terms, out, y, None)
+    return {k: v for k, v in results.items() if k in terms or k in
+            ("loss", "accuracy")}
+
+  # -- serialization ---------------------------------------------------------
+
+  def get_config(self):
+    ser = keras.saving.serialize_keras_object
+    return {
+        **super().get_config(),
+        "backbone": ser(self.backbone),
+        "head": ser(self.head),
+        "replay_buffer": ser(self.replay_buffer),
+        "sampler": ser(self.sampler),
+        "clf_weight": self.clf_weight,
+        "px_weight": self.px_weight,
+        "pxy_weight": self.pxy_weight,
+        "l2_weight": self.l2_weight,
+    }
+
+  @classmethod
+  def from_config(cls, config):
+    config = dict(config)
+    for key in ("backbone", "head", "replay_buffer", "sampler"):
+      config[key] = keras.saving.deserialize_keras_object(config[key])
+    return cls(**config)
