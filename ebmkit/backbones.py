@@ -1,8 +1,10 @@
 """Backbone networks: classifiers whose logits become energies."""
 
+import gin
 import keras
 
 
+@gin.configurable
 def small_convnet(num_classes=10, widths=(32, 64, 128), activation="swish",
                   dropout=0.0, name="small_convnet"):
   """A small all-convolutional classifier for small images (e.g. 8×8 digits).

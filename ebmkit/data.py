@@ -130,7 +130,7 @@ def from_unit_range(x):
 @gin.configurable
 def load_dataset(name=DEFAULT_DATASET, split="train", batch_size=64,
                  training=True, data_noise=0.03, data_dir=None, download=True,
-                 shuffle_buffer=10000, seed=None):
+                 shuffle_buffer=10000, seed=None, with_info=False):
   """Batches of (image in [-1, 1], label) from a TFDS data set.
 
   Args:
@@ -145,9 +145,11 @@ def load_dataset(name=DEFAULT_DATASET, split="train", batch_size=64,
     download: download and prepare a missing data set (see `tfds_load`).
     shuffle_buffer: size of the shuffle buffer.
     seed: shuffle seed.
+    with_info: also return the data set's `DatasetInfo`.
 
   Returns:
-    A `tf.data.Dataset` of (float32 images [b, H, W, C], int32 labels [b]).
+    A `tf.data.Dataset` of (float32 images [b, H, W, C], int32 labels [b]),
+    and its `DatasetInfo` if `with_info`.
   """
   if batch_size < 1:
     raise ValueError(f"load_dataset.batch_size must be >= 1, got {batch_size}.")
@@ -166,4 +168,5 @@ def load_dataset(name=DEFAULT_DATASET, split="train", batch_size=64,
     ds = ds.shuffle(shuffle_buffer, seed=seed, reshuffle_each_iteration=True)
   ds = ds.map(preprocess, num_parallel_calls=tf.data.AUTOTUNE)
   ds = ds.batch(batch_size, drop_remainder=training)
-  return ds.prefetch(tf.data.AUTOTUNE)
+  ds = ds.prefetch(tf.data.AUTOTUNE)
+  return (ds, dataset_info(name, data_dir)) if with_info else ds

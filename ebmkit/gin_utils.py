@@ -1,0 +1,83 @@
+"""Finding and parsing .gin files, and saving the operative config."""
+
+import os
+import pathlib
+
+import gin
+
+import ebmkit
+
+OPERATIVE_CONFIG = "operative_config.gin"
+DEFAULT_GIN_FILE = "jem_digits.gin"
+
+
+def config_dirs():
+  """Folders that hold the shipped .gin files.
+
+  The source tree's top-level gin/ (a checkout or an editable install) and
+  ebmkit/configs (where a non-editable install puts the same files).
+  """
+  package = pathlib.Path(ebmkit.__file__).resolve().parent
+  candidates = [package / "configs", package.parent / "gin"]
+  return [str(p) for p in candidates if p.is_dir()]
+
+
+def find_gin_file(name):
+  """Resolves a .gin file given as a path or as a bare shipped name.
+
+  Args:
+    name: a path (absolute or relative to the working directory) or the name
+      of a shipped config, with or without ".gin" ("jem_digits").
+
+  Returns:
+    An absolute path.
+
+  Raises:
+    FileNotFoundError: listing the folders searched and the shipped configs.
+  """
+  candidates = [name] if name.endswith(".gin") else [name, name + ".gin"]
+  for candidate in candidates:
+    if os.path.isfile(candidate):
+      return os.path.abspath(candidate)
+    for folder in config_dirs():
+      path = os.path.join(folder, candidate)
+      if os.path.isfile(path):
+        return path
+  raise FileNotFoundError(
+      f"No gin file {name!r} in the working directory or in "
+      f"{', '.join(config_dirs()) or '(no config folder found)'}. Shipped "
+      f"configs: {', '.join(shipped_configs())}.")
+
+
+def shipped_configs():
+  """Names of the shipped experiment configs (top-level .gin files)."""
+  names = set()
+  for folder in config_dirs():
+    names.update(f for f in os.listdir(folder) if f.endswith(".gin"))
+  return sorted(names)
+
+
+def parse(gin_files=(), gin_bindings=(), finalize=True):
+  """Parses gin files (by path or shipped name) and bindings.
+
+  Shipped configs `include` their parts ("models/convnet.gin") relative to the
+  config folders, so those folders are on gin's search path.
+  """
+  import ebmkit.configurables  # pylint: disable=unused-import,g-import-not-at-top
+  for folder in config_dirs():
+    if folder not in gin.config._LOCATION_PREFIXES:  # pylint: disable=protected-access
+      gin.add_config_file_search_path(folder)
+  paths = [find_gin_file(f) for f in gin_files]
+  gin.parse_config_files_and_bindings(paths, list(gin_bindings),
+                                      finalize_config=finalize)
+  return paths
+
+
+def write_operative_config(workdir):
+  """Writes gin's operative config next to the checkpoints."""
+  os.makedirs(workdir, exist_ok=True)
+  path = os.path.join(workdir, OPERATIVE_CONFIG)
+  with open(path + ".tmp", "w") as f:
+    f.write(gin.operative_config_str())
+  os.replace(path + ".tmp", path)
+  return path

@@ -1,0 +1,194 @@
+"""Training and evaluation entry points (configured with gin)."""
+
+import json
+import os
+import time
+
+from absl import logging
+import gin
+import keras
+import numpy as np
+import tensorflow as tf
+
+from ebmkit import backbones
+from ebmkit import buffer as buffer_lib
+from ebmkit import callbacks as callbacks_lib
+from ebmkit import checkpoints
+from ebmkit import data
+from ebmkit import gin_utils
+from ebmkit import models
+from ebmkit import sampling
+
+RESULTS_FILE = "results.json"
+
+
+def default_model(num_classes):
+  """JEM on the small convnet, for when no model is configured."""
+  return models.EnergyModel(
+      backbones.small_convnet(num_classes),
+      replay_buffer=buffer_lib.ReplayBuffer(size=2000, reinit_prob=0.05),
+      sampler=sampling.LangevinSampler(steps=20, step_size=1.0, noise=0.01))
+
+
+@gin.configurable
+def get_model(model=None):
+  """The configured model (`get_model.model = @ebmkit.EnergyModel()`).
+
+  One binding used by train and evaluate alike, so that the operative config
+  saved in a workdir rebuilds the same model.
+  """
+  return model
+
+
+def _build(info):
+  """Builds the configured model for the data set's images; checks classes."""
+  model = get_model()
+  if model is None:
+    model = default_model(info.num_classes)
+  if not isinstance(model, models.EnergyModel):
+    raise TypeError(f"train.model must be an ebmkit.EnergyModel, got "
+                    f"{type(model).__name__}.")
+  model.build((None,) + info.image_shape)
+  if model.classifies:
+    out = model.backbone.compute_output_shape((None,) + info.image_shape)
+    if out[-1] != info.num_classes:
+      raise ValueError(
+          f"The backbone outputs {out[-1]} logits but data set {info.name!r} "
+          f"has {info.num_classes} classes: set the backbone's num_classes "
+          f"(the NUM_CLASSES macro in the shipped configs) to "
+          f"{info.num_classes}.")
+  return model
+
+
+def _write_json(path, payload):
+  with open(path + ".tmp", "w") as f:
+    json.dump(payload, f, indent=2, sort_keys=True)
+  os.replace(path + ".tmp", path)
+
+
+def _floats(logs):
+  return {k: float(v) for k, v in (logs or {}).items()}
+
+
+@gin.configurable
+def train(workdir="ebmkit_runs/default", train_split="train",
+          test_split="test", epochs=20, optimizer=None, jit_compile=True,
+          checkpoint_every_steps=200, keep_checkpoints=3,
+          sample_grid_images=64, seed=0, verbose="auto"):
+  """Trains an EnergyModel with `model.fit`, resuming from `workdir`.
+
+  Writes to `workdir`: checkpoints/ (weights, optimizer, replay buffer, step),
+  operative_config.gin, tensorboard/, samples/ (a PNG grid of buffer samples
+  per epoch) and results.json (test accuracy and the last epoch's metrics).
+  Running it again on the same workdir resumes from the newest checkpoint.
+  The model comes from `get_model` (default: JEM on `small_convnet`), the data
+  from `load_dataset` (default: the embedded digits).
+
+  Args:
+    workdir: output folder.
+    train_split: split to train on.
+    test_split: split to report accuracy on at the end.
+    epochs: passes over the training split.
+    optimizer: a Keras optimizer (default Adam, learning rate 1e-4).
+    jit_compile: compile the train step (SGLD included) with XLA.
+    checkpoint_every_steps: also checkpoint every this many steps (0: only at
+      epoch ends).
+    keep_checkpoints: number of checkpoints kept.
+    sample_grid_images: buffer samples in each epoch's PNG grid.
+    seed: global seed (Python, NumPy, TensorFlow, Keras); None for none.
+    verbose: Keras progress display ("auto", 0, 1 or 2).
+
+  Returns:
+    The results dict that is also written to results.json.
+  """
+  if epochs < 1:
+    raise ValueError(f"train.epochs must be >= 1, got {epochs}.")
+  if seed is not None:
+    keras.utils.set_random_seed(seed)
+  started = time.time()
+  train_ds, info = data.load_dataset(split=train_split, training=True,
+                                     with_info=True)
+  test_ds = data.load_dataset(split=test_split, training=False)
+  dataset = info.name
+  model = _build(info)
+  model.compile(optimizer=optimizer or keras.optimizers.Adam(1e-4),
+                jit_compile=jit_compile)
+  manager = checkpoints.make_manager(model, workdir, keep_checkpoints)
+  restored = checkpoints.restore_latest(manager)
+  gin_utils.write_operative_config(workdir)
+
+  steps_per_epoch = int(train_ds.cardinality())
+  if steps_per_epoch < 1:
+    raise ValueError(
+        f"Split {train_split!r} of {dataset!r} gives no full batch: it has "
+        f"fewer examples than load_dataset.batch_size.")
+  total_steps = epochs * steps_per_epoch
+  step = int(model.optimizer.iterations.numpy())
+  if restored:
+    logging.info("Resuming at step %d of %d.", step, total_steps)
+    print(f"Resuming from {restored} at step {step} of {total_steps}.")
+
+  log_dir = os.path.join(workdir, "tensorboard")
+  callbacks = [
+      callbacks_lib.Checkpointer(manager, checkpoint_every_steps),
+      callbacks_lib.SampleGrid(os.path.join(workdir, "samples"),
+                               sample_grid_images, log_dir=log_dir),
+      keras.callbacks.TensorBoard(log_dir=log_dir),
+  ]
+  history = {}
+  epoch, done_in_epoch = divmod(step, steps_per_epoch)
+  if step < total_steps and done_in_epoch:
+    # Finish the interrupted epoch with the steps it still owes.
+    h = model.fit(train_ds.take(steps_per_epoch - done_in_epoch),
+                  epochs=epoch + 1, initial_epoch=epoch, callbacks=callbacks,
+                  verbose=verbose)
+    history = h.history
+    epoch += 1
+  if epoch < epochs:
+    h = model.fit(train_ds, epochs=epochs, initial_epoch=epoch,
+                  callbacks=callbacks, verbose=verbose)
+    history = h.history
+
+  test_metrics = _floats(model.evaluate(test_ds, return_dict=True, verbose=0))
+  results = {
+      "dataset": dataset,
+      "steps": int(model.optimizer.iterations.numpy()),
+      "epochs": epochs,
+      "resumed_from": restored,
+      "train_metrics_last_epoch": {k: float(v[-1]) for k, v in history.items()},
+      "test": test_metrics,
+      "sample_grid": os.path.join(workdir, "samples", "buffer_latest.png"),
+      "wall_time_s": round(time.time() - started, 1),
+  }
+  if model.classifies:
+    results["test_accuracy"] = test_metrics.get("accuracy")
+    print(f"Test accuracy on {dataset}/{test_split}: "
+          f"{results['test_accuracy']:.4f}")
+  _write_json(os.path.join(workdir, RESULTS_FILE), results)
+  return results
+
+
+@gin.configurable
+def evaluate(workdir="ebmkit_runs/default", test_split="test"):
+  """Restores the newest checkpoint in `workdir` and reports test metrics.
+
+  Args:
+    workdir: a folder written by `train`; its operative config, parsed
+      before the call, rebuilds the same model and data.
+    test_split: split to evaluate on.
+
+  Returns:
+    Dict of test metrics (accuracy, cross-entropy, mean energy); also
+    written to `workdir/eval_results.json`.
+  """
+  test_ds, info = data.load_dataset(split=test_split, training=False,
+                                    with_info=True)
+  model = _build(info)
+  model.compile()
+  if checkpoints.restore_model(model, workdir) is None:
+    raise FileNotFoundError(
+        f"No checkpoint in {os.path.join(workdir, 'checkpoints')}: train "
+        f"first (python -m ebmkit.run --workdir={workdir}).")
+  metrics = _floats(model.evaluate(test_ds, return_dict=True, verbose=0))
+  _write_json(os.path.join(workdir, "eval_results.json"), metrics)
+  return metrics
