@@ -6,22 +6,41 @@ from absl import logging
 import tensorflow as tf
 
 
+def _by_position(variables):
+  """Variables keyed by their position, so checkpoints name every one.
+
+  Keras 3 models do not expose all their variables as checkpoint children
+  (backbone weights would be saved only through the optimizer's references),
+  so ebmkit checkpoints list them explicitly: weights, the replay buffer and
+  the seed generators' states. Keys are positions, not Keras paths, because
+  paths carry per-process name counters ("adam_2/iteration"); positions depend
+  only on the model's structure.
+  """
+  return {f"v{i:04d}": v for i, v in enumerate(variables)}
+
+
+def make_checkpoint(model, with_optimizer=True):
+  """A `tf.train.Checkpoint` of every model (and optimizer) variable."""
+  parts = {"model": _by_position(model.variables)}
+  if with_optimizer:
+    parts["optimizer"] = _by_position(model.optimizer.variables)
+  return tf.train.Checkpoint(**parts)
+
+
 def make_manager(model, workdir, max_to_keep=3):
   """A `tf.train.CheckpointManager` for `model` (built, with an optimizer).
 
-  The checkpoint holds every model variable (the replay buffer and the seed
-  generators' states included) and the optimizer's (its step too). Writes
-  are atomic: a checkpoint becomes visible only once complete.
+  Writes are atomic: a checkpoint becomes visible only once complete. Files
+  go to `workdir/checkpoints/ckpt-<step>`.
   """
   if model.optimizer is None:
     raise ValueError("Compile the model with an optimizer before making its "
                      "checkpoint manager.")
   if not model.optimizer.built:
     model.optimizer.build(model.trainable_variables)
-  checkpoint = tf.train.Checkpoint(model=model, optimizer=model.optimizer)
   return tf.train.CheckpointManager(
-      checkpoint, os.path.join(workdir, "checkpoints"), max_to_keep=max_to_keep,
-      step_counter=model.optimizer.iterations)
+      make_checkpoint(model), os.path.join(workdir, "checkpoints"),
+      max_to_keep=max_to_keep)
 
 
 def restore_latest(manager):
@@ -33,12 +52,13 @@ def restore_latest(manager):
   for path in reversed(manager.checkpoints):
     try:
       manager.checkpoint.restore(path).assert_existing_objects_matched()
-    except (tf.errors.OpError, AssertionError, ValueError) as e:
-      logging.warning("Could not restore checkpoint %s (%s); trying the "
-                      "previous one.", path, e)
+    except Exception as e:  # pylint: disable=broad-except
+      # A truncated or corrupt file fails in many ways (OpError, IndexError,
+      # ValueError, ...); each means "use the previous checkpoint".
+      logging.warning("Could not restore checkpoint %s (%s: %.300s); trying "
+                      "the previous one.", path, type(e).__name__, e)
       continue
-    logging.info("Restored %s (step %d).", path,
-                 int(manager._step_counter))  # pylint: disable=protected-access
+    logging.info("Restored %s.", path)
     return path
   return None
 
@@ -54,5 +74,6 @@ def restore_model(model, workdir):
   path = tf.train.latest_checkpoint(os.path.join(workdir, "checkpoints"))
   if path is None:
     return None
-  tf.train.Checkpoint(model=model).restore(path).expect_partial()
+  status = make_checkpoint(model, with_optimizer=False).restore(path)
+  status.expect_partial().assert_existing_objects_matched()
   return path

@@ -127,6 +127,14 @@ def from_unit_range(x):
   return tf.cast(tf.round(x), tf.uint8)
 
 
+def preprocess(image, label, data_noise=0.0):
+  """uint8 image to [-1, 1] plus N(0, data_noise²) noise; label to int32."""
+  x = to_unit_range(image)
+  if data_noise:
+    x += data_noise * tf.random.normal(tf.shape(x))
+  return x, tf.cast(label, tf.int32)
+
+
 @gin.configurable
 def load_dataset(name=DEFAULT_DATASET, split="train", batch_size=64,
                  training=True, data_noise=0.03, data_dir=None, download=True,
@@ -157,16 +165,11 @@ def load_dataset(name=DEFAULT_DATASET, split="train", batch_size=64,
     raise ValueError(
         f"load_dataset.data_noise (σ_data) must be >= 0, got {data_noise}.")
   ds, _ = tfds_load(name, split, data_dir=data_dir, download=download)
-
-  def preprocess(image, label):
-    x = to_unit_range(image)
-    if training and data_noise:
-      x += data_noise * tf.random.normal(tf.shape(x))
-    return x, tf.cast(label, tf.int32)
-
+  noise = data_noise if training else 0.0
   if training:
     ds = ds.shuffle(shuffle_buffer, seed=seed, reshuffle_each_iteration=True)
-  ds = ds.map(preprocess, num_parallel_calls=tf.data.AUTOTUNE)
+  ds = ds.map(lambda image, label: preprocess(image, label, noise),
+              num_parallel_calls=tf.data.AUTOTUNE)
   ds = ds.batch(batch_size, drop_remainder=training)
   ds = ds.prefetch(tf.data.AUTOTUNE)
   return (ds, dataset_info(name, data_dir)) if with_info else ds

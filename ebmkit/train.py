@@ -141,12 +141,12 @@ def train(workdir="ebmkit_runs/default", train_split="train",
     # Finish the interrupted epoch with the steps it still owes.
     h = model.fit(train_ds.take(steps_per_epoch - done_in_epoch),
                   epochs=epoch + 1, initial_epoch=epoch, callbacks=callbacks,
-                  verbose=verbose)
+                  verbose=verbose, shuffle=False)
     history = h.history
     epoch += 1
   if epoch < epochs:
     h = model.fit(train_ds, epochs=epochs, initial_epoch=epoch,
-                  callbacks=callbacks, verbose=verbose)
+                  callbacks=callbacks, verbose=verbose, shuffle=False)
     history = h.history
 
   test_metrics = _floats(model.evaluate(test_ds, return_dict=True, verbose=0))
