@@ -2,6 +2,7 @@
 
 import os
 import pathlib
+import sys
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # Quieter TensorFlow start.
 
@@ -35,11 +36,16 @@ def main(argv):
     saved = os.path.join(workdir, gin_utils.OPERATIVE_CONFIG)
     if os.path.isfile(saved):
       gin_files = [saved]
-  gin_utils.parse(gin_files, FLAGS.gin_bindings)
-  if FLAGS.mode == "train":
-    train_lib.train(workdir=workdir)
-  else:
-    print(train_lib.evaluate(workdir=workdir))
+  from ebmkit import data  # pylint: disable=g-import-not-at-top
+  try:
+    gin_utils.parse(gin_files, FLAGS.gin_bindings)
+    if FLAGS.mode == "train":
+      train_lib.train(workdir=workdir)
+    else:
+      print(train_lib.evaluate(workdir=workdir))
+  except (FileNotFoundError, data.DatasetUnavailableError) as e:
+    # Problems the user fixes: say what, without a traceback.
+    sys.exit(f"ebmkit: error: {e}")
 
 
 if __name__ == "__main__":
