@@ -40,3 +40,180 @@ def small_convnet(num_classes=10, widths=(32, 64, 128), activation="swish",
     layers.append(keras.layers.Dropout(dropout, name="dropout"))
   layers.append(keras.layers.Dense(num_classes, name="logits"))
   return keras.Sequential(layers, name=name)
+
+
+def _norm_layer(norm, name):
+  """The reference's get_norm: None (identity) or "batch"."""
+  if norm is None:
+    return None
+  if norm == "batch":
+    # PyTorch BatchNorm2d(momentum=0.9) keeps 0.1 of the old running average;
+    # Keras' momentum is that kept fraction.
+    return keras.layers.BatchNormalization(momentum=0.1, epsilon=1e-5,
+                                           name=name)
+  raise ValueError(f"norm must be None or 'batch', got {norm!r}.")
+
+
+def _conv3x3(filters, stride, name):
+  """A 3×3 convolution padded 1 on every side, as PyTorch's padding=1.
+
+  Keras' "same" padding pads a strided convolution on the bottom/right only,
+  so the padding is explicit.
+  """
+  return keras.Sequential([
+      keras.layers.ZeroPadding2D(1, name="pad"),
+      keras.layers.Conv2D(filters, 3, strides=stride, padding="valid",
+                          name="conv"),
+  ], name=name)
+
+
+@keras.saving.register_keras_serializable(package="ebmkit")
+class WideBasicBlock(keras.layers.Layer):
+  """Pre-activation wide residual block of the JEM reference network.
+
+  out = conv2(act(norm2(dropout(conv1(act(norm1(x))))))) + shortcut(x), the
+  stride on conv2, a 1×1 strided convolution as shortcut when the shape
+  changes.
+
+  Args:
+    in_filters: channels of the block's input.
+    filters: channels of its output.
+    stride: stride of the second convolution (and of the shortcut).
+    dropout: dropout rate between the convolutions.
+    norm: None or "batch".
+    leak: negative slope of the LeakyReLU.
+  """
+
+  def __init__(self, in_filters, filters, stride=1, dropout=0.0, norm=None,
+               leak=0.2, **kwargs):
+    super().__init__(**kwargs)
+    self.in_filters, self.filters, self.stride = in_filters, filters, stride
+    self.dropout_rate, self.norm, self.leak = dropout, norm, leak
+    self.bn1 = _norm_layer(norm, "bn1")
+    self.conv1 = _conv3x3(filters, 1, "conv1")
+    self.dropout = keras.layers.Dropout(dropout) if dropout else None
+    self.bn2 = _norm_layer(norm, "bn2")
+    self.conv2 = _conv3x3(filters, stride, "conv2")
+    self.shortcut = None
+    if stride != 1 or in_filters != filters:
+      self.shortcut = keras.layers.Conv2D(filters, 1, strides=stride,
+                                          name="shortcut")
+    self.act = keras.layers.LeakyReLU(negative_slope=leak)
+
+  def build(self, input_shape):
+    shape = tuple(input_shape)
+    if self.bn1:
+      self.bn1.build(shape)
+    self.conv1.build(shape)
+    mid = self.conv1.compute_output_shape(shape)
+    if self.bn2:
+      self.bn2.build(mid)
+    self.conv2.build(mid)
+    if self.shortcut:
+      self.shortcut.build(shape)
+
+  def call(self, x, training=False):
+    out = self.bn1(x, training=training) if self.bn1 else x
+    out = self.conv1(self.act(out))
+    if self.dropout:
+      out = self.dropout(out, training=training)
+    out = self.bn2(out, training=training) if self.bn2 else out
+    out = self.conv2(self.act(out))
+    return out + (self.shortcut(x) if self.shortcut else x)
+
+  def compute_output_shape(self, input_shape):
+    return self.conv2.compute_output_shape(
+        self.conv1.compute_output_shape(input_shape))
+
+  def get_config(self):
+    return {**super().get_config(), "in_filters": self.in_filters,
+            "filters": self.filters, "stride": self.stride,
+            "dropout": self.dropout_rate, "norm": self.norm, "leak": self.leak}
+
+
+@keras.saving.register_keras_serializable(package="ebmkit")
+class WideResNet(keras.layers.Layer):
+  """WRN-depth-width as in the JEM reference implementation.
+
+  conv1 (16 filters) → 3 stages of (depth − 4) / 6 `WideBasicBlock`s with
+  16·width, 32·width, 64·width filters (strides 1, 2, 2) → norm → LeakyReLU
+  → global average pool (the reference's 8×8 average pool on 32×32 inputs)
+  → `class_output` dense layer (the logits f(x)). No normalisation by default.
+  Layer names follow the reference's parameter names (layer1_0 for
+  f.layer1.0), which `ebmkit.convert` relies on.
+
+  Args:
+    depth: total depth; (depth − 4) must be divisible by 6 (28 → 4 blocks
+      per stage).
+    width: widening factor k.
+    num_classes: logits; None or 0 returns the pooled features instead.
+    norm: None or "batch".
+    dropout: dropout rate inside each block.
+    leak: negative slope of the LeakyReLU (0.2 in JEM).
+  """
+
+  def __init__(self, depth=28, width=10, num_classes=10, norm=None,
+               dropout=0.0, leak=0.2, **kwargs):
+    super().__init__(**kwargs)
+    if depth < 10 or (depth - 4) % 6:
+      raise ValueError(f"WideResNet.depth must be 6n + 4 (10, 16, 22, 28, ...)"
+                       f", got {depth}.")
+    if width < 1:
+      raise ValueError(f"WideResNet.width must be >= 1, got {width}.")
+    _norm_layer(norm, "check")  # Validates `norm` early.
+    self.depth, self.width, self.num_classes = depth, width, num_classes
+    self.norm, self.dropout, self.leak = norm, dropout, leak
+    blocks_per_stage = (depth - 4) // 6
+    stages = [16 * width, 32 * width, 64 * width]
+    self.conv1 = _conv3x3(16, 1, "conv1")
+    self.blocks = []
+    in_filters = 16
+    for s, (filters, stride) in enumerate(zip(stages, (1, 2, 2))):
+      for i in range(blocks_per_stage):
+        self.blocks.append(WideBasicBlock(
+            in_filters, filters, stride if i == 0 else 1, dropout, norm, leak,
+            name=f"layer{s + 1}_{i}"))
+        in_filters = filters
+    self.bn1 = _norm_layer(norm, "bn1")
+    self.act = keras.layers.LeakyReLU(negative_slope=leak)
+    self.pool = keras.layers.GlobalAveragePooling2D()
+    self.class_output = (keras.layers.Dense(num_classes, name="class_output")
+                         if num_classes else None)
+    self.feature_dim = stages[-1]
+
+  def build(self, input_shape):
+    shape = tuple(input_shape)
+    self.conv1.build(shape)
+    shape = self.conv1.compute_output_shape(shape)
+    for block in self.blocks:
+      block.build(shape)
+      shape = block.compute_output_shape(shape)
+    if self.bn1:
+      self.bn1.build(shape)
+    if self.class_output:
+      self.class_output.build((shape[0], self.feature_dim))
+
+  def call(self, x, training=False):
+    out = self.conv1(x)
+    for block in self.blocks:
+      out = block(out, training=training)
+    if self.bn1:
+      out = self.bn1(out, training=training)
+    out = self.pool(self.act(out))
+    return self.class_output(out) if self.class_output else out
+
+  def compute_output_shape(self, input_shape):
+    return (input_shape[0], self.num_classes or self.feature_dim)
+
+  def get_config(self):
+    return {**super().get_config(), "depth": self.depth, "width": self.width,
+            "num_classes": self.num_classes, "norm": self.norm,
+            "dropout": self.dropout, "leak": self.leak}
+
+
+@gin.configurable
+def wide_resnet(depth=28, width=10, num_classes=10, norm=None, dropout=0.0,
+                leak=0.2):
+  """The JEM paper's backbone, WRN-depth-width (see `WideResNet`)."""
+  return WideResNet(depth, width, num_classes, norm, dropout, leak,
+                    name=f"wrn_{depth}_{width}")
