@@ -217,3 +217,120 @@ def wide_resnet(depth=28, width=10, num_classes=10, norm=None, dropout=0.0,
   """The JEM paper's backbone, WRN-depth-width (see `WideResNet`)."""
   return WideResNet(depth, width, num_classes, norm, dropout, leak,
                     name=f"wrn_{depth}_{width}")
+
+
+def _maybe_spectral(layer, spectral_norm):
+  return keras.layers.SpectralNormalization(layer) if spectral_norm else layer
+
+
+@keras.saving.register_keras_serializable(package="ebmkit")
+class IGEBMBlock(keras.layers.Layer):
+  """Residual block of the IGEBM network: act(conv2(act(conv1(x))) + skip(x)),
+  then a 2×2 average pool when `downsample`. Spectral norm on every conv."""
+
+  def __init__(self, in_filters, filters, downsample=False, spectral_norm=True,
+               activation="swish", **kwargs):
+    super().__init__(**kwargs)
+    self.in_filters, self.filters, self.downsample = in_filters, filters, \
+        downsample
+    self.spectral_norm, self.activation = spectral_norm, activation
+    conv = lambda f, k, name: _maybe_spectral(
+        keras.layers.Conv2D(f, k, padding="same", name=name), spectral_norm)
+    self.conv1 = conv(filters, 3, "conv1")
+    self.conv2 = conv(filters, 3, "conv2")
+    self.skip = conv(filters, 1, "skip") if in_filters != filters else None
+    self.act = keras.layers.Activation(activation)
+    self.pool = keras.layers.AveragePooling2D(2) if downsample else None
+
+  def build(self, input_shape):
+    shape = tuple(input_shape)
+    self.conv1.build(shape)
+    self.conv2.build(shape[:-1] + (self.filters,))
+    if self.skip:
+      self.skip.build(shape)
+
+  def call(self, x, training=False):
+    h = self.act(self.conv1(x, training=training))
+    h = self.conv2(h, training=training)
+    skip = self.skip(x, training=training) if self.skip else x
+    out = self.act(h + skip)
+    return self.pool(out) if self.pool else out
+
+  def compute_output_shape(self, input_shape):
+    b, h, w, _ = input_shape
+    if self.downsample:
+      h, w = (None if h is None else h // 2), (None if w is None else w // 2)
+    return (b, h, w, self.filters)
+
+  def get_config(self):
+    return {**super().get_config(), "in_filters": self.in_filters,
+            "filters": self.filters, "downsample": self.downsample,
+            "spectral_norm": self.spectral_norm,
+            "activation": self.activation}
+
+
+@keras.saving.register_keras_serializable(package="ebmkit")
+class IGEBMResNet(keras.layers.Layer):
+  """The IGEBM network (Du & Mordatch 2019) up to its pooled features.
+
+  A 3×3 convolution, then residual `IGEBMBlock`s with spectral normalisation
+  and swish, then a global sum pool. Pair it with `ScalarEnergyHead`
+  (spectral_norm=True) for one scalar energy per example.
+
+  Args:
+    filters: filters of the first convolution and of each block.
+    downsample: per block, whether it ends with a 2×2 average pool.
+    spectral_norm: wrap every convolution in `keras.layers.SpectralNormalization`.
+    activation: activation (swish in IGEBM).
+  """
+
+  def __init__(self, filters=(128, 128, 256, 256, 256, 256),
+               downsample=(True, False, True, False, True, False),
+               spectral_norm=True, activation="swish", **kwargs):
+    super().__init__(**kwargs)
+    filters, downsample = tuple(filters), tuple(downsample)
+    if len(filters) != len(downsample) or not filters:
+      raise ValueError(f"IGEBMResNet needs one downsample flag per block, got "
+                       f"{len(filters)} filters and {len(downsample)} flags.")
+    self.filters, self.downsample = filters, downsample
+    self.spectral_norm, self.activation = spectral_norm, activation
+    self.conv0 = _maybe_spectral(
+        keras.layers.Conv2D(filters[0], 3, padding="same", name="conv0"),
+        spectral_norm)
+    self.blocks = []
+    in_filters = filters[0]
+    for i, (f, down) in enumerate(zip(filters, downsample)):
+      self.blocks.append(IGEBMBlock(in_filters, f, down, spectral_norm,
+                                    activation, name=f"block{i}"))
+      in_filters = f
+
+  def build(self, input_shape):
+    shape = tuple(input_shape)
+    self.conv0.build(shape)
+    shape = shape[:-1] + (self.filters[0],)
+    for block in self.blocks:
+      block.build(shape)
+      shape = block.compute_output_shape(shape)
+
+  def call(self, x, training=False):
+    out = self.conv0(x, training=training)
+    for block in self.blocks:
+      out = block(out, training=training)
+    return keras.ops.sum(out, axis=(1, 2))  # Global sum pool.
+
+  def compute_output_shape(self, input_shape):
+    return (input_shape[0], self.filters[-1])
+
+  def get_config(self):
+    return {**super().get_config(), "filters": self.filters,
+            "downsample": self.downsample,
+            "spectral_norm": self.spectral_norm, "activation": self.activation}
+
+
+@gin.configurable
+def igebm_resnet(filters=(128, 128, 256, 256, 256, 256),
+                 downsample=(True, False, True, False, True, False),
+                 spectral_norm=True, activation="swish"):
+  """The IGEBM network (see `IGEBMResNet`)."""
+  return IGEBMResNet(filters, downsample, spectral_norm, activation,
+                     name="igebm_resnet")

@@ -1,6 +1,7 @@
 """The replay buffer of persistent SGLD chains (JEM's Algorithm 1)."""
 
 import keras
+import numpy as np
 import tensorflow as tf
 
 
@@ -16,6 +17,12 @@ class ReplayBuffer(keras.layers.Layer):
   In class-conditional mode (`num_classes` set) the buffer is split into
   `num_classes` equal slices, slice c holding chains for class c.
 
+  With `init="informative"` (JEM++'s informative initialisation) fresh
+  samples come from per-class Gaussians fitted to the training data
+  (`fit_informative_init`) instead of U(low, high), clipped to the data range:
+  from component c for slice c of a class-conditional buffer, else from a
+  uniformly drawn component.
+
   Args:
     size: B, the number of stored samples.
     reinit_prob: ρ, probability that a start is drawn fresh from U(low, high).
@@ -23,10 +30,16 @@ class ReplayBuffer(keras.layers.Layer):
       `size` must be divisible by it.
     data_range: (low, high) of the uniform initialisation.
     seed: int seed for the buffer's `keras.random.SeedGenerator`.
+    init: "uniform" or "informative".
+    init_components: number of Gaussians for the informative initialisation
+      (default: `num_classes`; required when the buffer is not
+      class-conditional).
+    init_covariance: "full" (Cholesky factor per component) or "diagonal".
   """
 
   def __init__(self, size=10000, reinit_prob=0.05, num_classes=None,
-               data_range=(-1.0, 1.0), seed=None, **kwargs):
+               data_range=(-1.0, 1.0), seed=None, init="uniform",
+               init_components=None, init_covariance="full", **kwargs):
     super().__init__(**kwargs)
     if size < 1:
       raise ValueError(f"ReplayBuffer.size must be >= 1, got {size}.")
@@ -47,6 +60,19 @@ class ReplayBuffer(keras.layers.Layer):
     if low >= high:
       raise ValueError(f"ReplayBuffer.data_range must be (low, high) with "
                        f"low < high, got {data_range}.")
+    if init not in ("uniform", "informative"):
+      raise ValueError(f"ReplayBuffer.init must be 'uniform' or "
+                       f"'informative', got {init!r}.")
+    if init_covariance not in ("full", "diagonal"):
+      raise ValueError(f"ReplayBuffer.init_covariance must be 'full' or "
+                       f"'diagonal', got {init_covariance!r}.")
+    components = init_components or num_classes
+    if init == "informative" and not components:
+      raise ValueError("An informative ReplayBuffer needs init_components "
+                       "(the number of classes) or num_classes.")
+    self.init = init
+    self.init_components = None if components is None else int(components)
+    self.init_covariance = init_covariance
     self.size = int(size)
     self.reinit_prob = float(reinit_prob)
     self.num_classes = None if num_classes is None else int(num_classes)
@@ -75,10 +101,78 @@ class ReplayBuffer(keras.layers.Layer):
         name="samples",
     )
     self.sample_shape = sample_shape
+    if self.init == "informative":
+      dim, k = int(np.prod(sample_shape)), self.init_components
+      scale_shape = (k, dim, dim) if self.init_covariance == "full" else (
+          k, dim)
+      self.init_mean = self.add_weight(
+          shape=(k, dim), initializer="zeros", trainable=False,
+          autocast=False, name="init_mean")
+      self.init_scale = self.add_weight(
+          shape=scale_shape, initializer="zeros", trainable=False,
+          autocast=False, name="init_scale")
 
   def _uniform(self, shape, dtype="float32"):
     return keras.random.uniform(shape, *self.data_range, dtype=dtype,
                                 seed=self.seed_generator)
+
+  def fresh(self, n, y=None):
+    """n new chain starts: U(low, high), or the informative Gaussians.
+
+    Args:
+      n: number of starts.
+      y: optional int components/classes [n] for the informative init.
+    """
+    if self.init == "uniform":
+      return self._uniform((n,) + self.sample_shape)
+    if y is None:
+      y = keras.random.randint((n,), 0, self.init_components,
+                               seed=self.seed_generator)
+    dim = int(np.prod(self.sample_shape))
+    z = keras.random.normal((n, dim), seed=self.seed_generator)
+    scale = self.init_scale.value
+    if self.init_covariance == "full":
+      # Every component's L·z, then each start picks its own: K·n·D values,
+      # never K·D·D per start.
+      noise = tf.einsum("kij,nj->kni", scale, z)
+      noise = tf.gather_nd(noise, tf.stack(
+          [tf.cast(y, tf.int32), tf.range(n)], axis=1))
+    else:
+      noise = tf.gather(scale, y) * z
+    x = tf.gather(self.init_mean.value, y) + noise
+    x = tf.clip_by_value(x, *self.data_range)
+    return tf.reshape(x, (-1,) + self.sample_shape)
+
+  def fit_informative_init(self, images, labels, eps=1e-4):
+    """Fits one Gaussian per class to training images, then resets the buffer.
+
+    Args:
+      images: array [n, *sample_shape] in the data range.
+      labels: int array [n] in [0, init_components).
+      eps: added to the covariance's diagonal to keep it positive definite.
+    """
+    if self.init != "informative":
+      raise ValueError("fit_informative_init needs init='informative'.")
+    images = np.asarray(images, np.float64).reshape(len(images), -1)
+    labels = np.asarray(labels).astype(int)
+    k = self.init_components
+    means = np.zeros((k, images.shape[1]))
+    full = self.init_covariance == "full"
+    scales = np.zeros((k,) + ((images.shape[1],) * (2 if full else 1)))
+    for c in range(k):
+      members = images[labels == c]
+      if len(members) < 2:
+        raise ValueError(f"Class {c} has {len(members)} training images; the "
+                         "informative initialisation needs at least 2.")
+      means[c] = members.mean(0)
+      if full:
+        cov = np.cov(members, rowvar=False) + eps * np.eye(images.shape[1])
+        scales[c] = np.linalg.cholesky(cov)
+      else:
+        scales[c] = np.sqrt(members.var(0) + eps)
+    self.init_mean.assign(means.astype(np.float32))
+    self.init_scale.assign(scales.astype(np.float32))
+    self.reset()
 
   def draw(self, batch_size, y=None):
     """Draws chain starts.
@@ -101,7 +195,10 @@ class ReplayBuffer(keras.layers.Layer):
       indices = keras.random.randint((batch_size,), 0, self.size,
                                      seed=self.seed_generator)
     stored = tf.gather(self.samples.value, indices)
-    fresh = self._uniform(tf.shape(stored), stored.dtype)
+    if self.init == "uniform":
+      fresh = self._uniform(tf.shape(stored), stored.dtype)
+    else:
+      fresh = self.fresh(batch_size, y if self.class_conditional else None)
     reinit = keras.random.uniform((batch_size,), seed=self.seed_generator)
     reinit = tf.reshape(reinit < self.reinit_prob,
                         [-1] + [1] * len(self.sample_shape))
@@ -113,9 +210,18 @@ class ReplayBuffer(keras.layers.Layer):
     self.samples.value.scatter_nd_update(
         tf.cast(indices, tf.int32)[:, None], samples)
 
-  def reset(self):
-    """Re-initialises every sample from U(low, high)."""
-    self.samples.assign(self._uniform(self.samples.shape, self.samples.dtype))
+  def reset(self, chunk=1000):
+    """Re-initialises every sample (U(low, high) or the informative init)."""
+    if self.init == "uniform":
+      self.samples.assign(self._uniform(self.samples.shape,
+                                        self.samples.dtype))
+      return
+    for start in range(0, self.size, chunk):
+      n = min(chunk, self.size - start)
+      y = None
+      if self.class_conditional:
+        y = tf.range(start, start + n) // self.slice_size
+      self.samples[start:start + n].assign(self.fresh(n, y))
 
   def call(self, batch_size, y=None):
     return self.draw(batch_size, y=y)
@@ -128,4 +234,7 @@ class ReplayBuffer(keras.layers.Layer):
         "num_classes": self.num_classes,
         "data_range": self.data_range,
         "seed": self.seed,
+        "init": self.init,
+        "init_components": self.init_components,
+        "init_covariance": self.init_covariance,
     }

@@ -12,10 +12,14 @@ import keras
 from ebmkit import buffer
 from ebmkit import energy
 from ebmkit import models
+from ebmkit import backbones
 from ebmkit import sampling
+from ebmkit import schedules
 
 for _cls in (models.EnergyModel, energy.EnergyHead, energy.ScalarEnergyHead,
-             buffer.ReplayBuffer, sampling.LangevinSampler):
+             buffer.ReplayBuffer, sampling.LangevinSampler,
+             schedules.WarmupStepDecay, backbones.WideResNet,
+             backbones.IGEBMResNet):
   gin.external_configurable(_cls, module="ebmkit")
 
 for _cls in (keras.optimizers.Adam, keras.optimizers.AdamW,

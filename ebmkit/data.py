@@ -5,6 +5,7 @@ import os
 import socket
 
 import gin
+import numpy as np
 import tensorflow as tf
 import tensorflow_datasets as tfds
 
@@ -127,18 +128,52 @@ def from_unit_range(x):
   return tf.cast(tf.round(x), tf.uint8)
 
 
-def preprocess(image, label, data_noise=0.0):
-  """uint8 image to [-1, 1] plus N(0, data_noise²) noise; label to int32."""
+def augment_image(image, pad=4, flip=True):
+  """The reference's augmentation: reflect-pad, random crop back, h-flip."""
+  shape = tf.shape(image)
+  padded = tf.pad(image, [[pad, pad], [pad, pad], [0, 0]], mode="REFLECT")
+  image = tf.image.random_crop(padded, shape)
+  return tf.image.random_flip_left_right(image) if flip else image
+
+
+def preprocess(image, label, data_noise=0.0, augment=False, flip=True):
+  """uint8 image to [-1, 1] (augmented if asked) plus N(0, data_noise²)
+  noise; label to int32."""
+  if augment:
+    image = augment_image(image, flip=flip)
   x = to_unit_range(image)
   if data_noise:
     x += data_noise * tf.random.normal(tf.shape(x))
   return x, tf.cast(label, tf.int32)
 
 
+def labelled_mask(labels, labels_per_class, seed=0):
+  """Which examples keep their label: `labels_per_class` of each class.
+
+  The kept examples are the first of each class in a seeded permutation.
+
+  Raises:
+    ValueError: if a class has fewer examples than `labels_per_class`.
+  """
+  labels = np.asarray(labels)
+  order = np.random.RandomState(seed).permutation(len(labels))
+  mask = np.zeros(len(labels), bool)
+  for c in np.unique(labels):
+    members = order[labels[order] == c]
+    if len(members) < labels_per_class:
+      raise ValueError(
+          f"labels_per_class={labels_per_class} but class {c} has only "
+          f"{len(members)} examples in this split.")
+    mask[members[:labels_per_class]] = True
+  return mask
+
+
 @gin.configurable
 def load_dataset(name=DEFAULT_DATASET, split="train", batch_size=64,
                  training=True, data_noise=0.03, data_dir=None, download=True,
-                 shuffle_buffer=10000, seed=None, with_info=False):
+                 shuffle_buffer=10000, seed=None, with_info=False,
+                 augment=False, flip=True, labels_per_class=None,
+                 labels_seed=0):
   """Batches of (image in [-1, 1], label) from a TFDS data set.
 
   Args:
@@ -154,6 +189,14 @@ def load_dataset(name=DEFAULT_DATASET, split="train", batch_size=64,
     shuffle_buffer: size of the shuffle buffer.
     seed: shuffle seed.
     with_info: also return the data set's `DatasetInfo`.
+    augment: when training, reflect-pad by 4, crop back at random and flip
+      horizontally (the JEM reference's CIFAR augmentation).
+    flip: whether augmentation flips (off for SVHN, whose digits are not
+      mirror-symmetric).
+    labels_per_class: when training, keep the labels of only this many
+      examples per class; the others get label -1 (semi-supervised: they
+      count in the p(x) term, not in the cross-entropy).
+    labels_seed: seed of the choice of labelled examples.
 
   Returns:
     A `tf.data.Dataset` of (float32 images [b, H, W, C], int32 labels [b]),
@@ -165,10 +208,18 @@ def load_dataset(name=DEFAULT_DATASET, split="train", batch_size=64,
     raise ValueError(
         f"load_dataset.data_noise (σ_data) must be >= 0, got {data_noise}.")
   ds, _ = tfds_load(name, split, data_dir=data_dir, download=download)
+  if training and labels_per_class:
+    labels = np.array([int(y) for y in ds.map(lambda _, y: y)
+                       .as_numpy_iterator()])
+    mask = tf.constant(labelled_mask(labels, labels_per_class, labels_seed))
+    ds = ds.enumerate().map(
+        lambda i, example: (example[0], tf.where(
+            mask[i], tf.cast(example[1], tf.int64), tf.constant(-1, tf.int64))))
   noise = data_noise if training else 0.0
   if training:
     ds = ds.shuffle(shuffle_buffer, seed=seed, reshuffle_each_iteration=True)
-  ds = ds.map(lambda image, label: preprocess(image, label, noise),
+  ds = ds.map(lambda image, label: preprocess(
+      image, label, noise, augment=training and augment, flip=flip),
               num_parallel_calls=tf.data.AUTOTUNE)
   ds = ds.batch(batch_size, drop_remainder=training)
   ds = ds.prefetch(tf.data.AUTOTUNE)

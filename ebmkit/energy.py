@@ -64,29 +64,35 @@ class ScalarEnergyHead(keras.layers.Layer):
   Args:
     use_bias: whether the linear read-out has a bias (it does not change the
       distribution, only the energy's offset).
+    spectral_norm: wrap the read-out in `keras.layers.SpectralNormalization`
+      (as IGEBM does for every layer).
   """
 
   classifies = False
 
-  def __init__(self, use_bias=True, **kwargs):
+  def __init__(self, use_bias=True, spectral_norm=False, **kwargs):
     super().__init__(**kwargs)
     self.use_bias = use_bias
+    self.spectral_norm = spectral_norm
     self.flatten = keras.layers.Flatten()
     self.dense = keras.layers.Dense(1, use_bias=use_bias, name="readout")
+    self.readout = (keras.layers.SpectralNormalization(self.dense)
+                    if spectral_norm else self.dense)
 
   def build(self, input_shape):
     self.flatten.build(input_shape)
-    self.dense.build(self.flatten.compute_output_shape(input_shape))
+    self.readout.build(self.flatten.compute_output_shape(input_shape))
 
-  def call(self, features):
-    score = self.dense(self.flatten(features))[:, 0]
+  def call(self, features, training=False):
+    score = self.readout(self.flatten(features), training=training)[:, 0]
     return {"energy": -score, "log_px": score}
 
-  def compute_output_spec(self, features):
+  def compute_output_spec(self, features, training=False):
     batch = features.shape[0]
     spec = keras.KerasTensor
     return {"energy": spec((batch,), features.dtype),
             "log_px": spec((batch,), features.dtype)}
 
   def get_config(self):
-    return {**super().get_config(), "use_bias": self.use_bias}
+    return {**super().get_config(), "use_bias": self.use_bias,
+            "spectral_norm": self.spectral_norm}

@@ -1,5 +1,7 @@
 """Finding and parsing .gin files, and saving the operative config."""
 
+import contextlib
+import logging
 import os
 import pathlib
 
@@ -57,6 +59,26 @@ def shipped_configs():
   return sorted(names)
 
 
+class _DropMissedLookups(logging.Filter):
+  """gin's resource reader logs an error for every search-path miss
+  ('Path not found: models/wrn.gin' in the working directory) before the
+  config folders are tried; those misses are expected."""
+
+  def filter(self, record):
+    return not (record.pathname.endswith("resource_reader.py")
+                and str(record.msg).startswith("Path not found"))
+
+
+@contextlib.contextmanager
+def _quiet_lookups():
+  root, drop = logging.getLogger(), _DropMissedLookups()
+  root.addFilter(drop)
+  try:
+    yield
+  finally:
+    root.removeFilter(drop)
+
+
 def parse(gin_files=(), gin_bindings=(), finalize=True):
   """Parses gin files (by path or shipped name) and bindings.
 
@@ -68,8 +90,9 @@ def parse(gin_files=(), gin_bindings=(), finalize=True):
     if folder not in gin.config._LOCATION_PREFIXES:  # pylint: disable=protected-access
       gin.add_config_file_search_path(folder)
   paths = [find_gin_file(f) for f in gin_files]
-  gin.parse_config_files_and_bindings(paths, list(gin_bindings),
-                                      finalize_config=finalize)
+  with _quiet_lookups():
+    gin.parse_config_files_and_bindings(paths, list(gin_bindings),
+                                        finalize_config=finalize)
   return paths
 
 

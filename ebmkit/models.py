@@ -36,11 +36,16 @@ class EnergyModel(keras.Model):
     px_weight: w_px, weight of the log p(x) term.
     pxy_weight: w_pxy, weight of the log p(x|y) term.
     l2_weight: w_l2, weight of the energy-magnitude penalty.
+    px_conditional_chains: draw the p(x) term's samples class by class, as
+      the reference does with a class-conditional buffer: y ~ p(y) (uniform),
+      then SGLD on E(x, y) from buffer slice y; the loss still uses E(x̂).
+    seed: int seed for the model's own draws (labels for conditional chains).
   """
 
   def __init__(self, backbone=None, head=None, replay_buffer=None,
                sampler=None, clf_weight=1.0, px_weight=1.0, pxy_weight=0.0,
-               l2_weight=0.0, **kwargs):
+               l2_weight=0.0, px_conditional_chains=False, seed=None,
+               **kwargs):
     super().__init__(**kwargs)
     if backbone is None:
       raise ValueError("EnergyModel needs a `backbone`: a Keras model that "
@@ -60,10 +65,16 @@ class EnergyModel(keras.Model):
     self.px_weight = float(px_weight)
     self.pxy_weight = float(pxy_weight)
     self.l2_weight = float(l2_weight)
-    if not self.classifies and (self.clf_weight or self.pxy_weight):
+    self.px_conditional_chains = bool(px_conditional_chains)
+    self.seed = seed
+    self.seed_generator = keras.random.SeedGenerator(seed)
+    self.num_classes = None
+    if not self.classifies and (self.clf_weight or self.pxy_weight
+                                or self.px_conditional_chains):
       raise ValueError(
-          "A ScalarEnergyHead has no classes: set clf_weight=0 and "
-          "pxy_weight=0, or use EnergyHead to train a classifier.")
+          "A ScalarEnergyHead has no classes: set clf_weight=0, pxy_weight=0 "
+          "and px_conditional_chains=False, or use EnergyHead to train a "
+          "classifier.")
     if not (self.clf_weight or self.px_weight or self.pxy_weight):
       raise ValueError("EnergyModel has nothing to train: clf_weight, "
                        "px_weight and pxy_weight are all 0.")
@@ -106,6 +117,14 @@ class EnergyModel(keras.Model):
     if not self.backbone.built:
       self.backbone.build(input_shape)
     out_shape = self.backbone.compute_output_shape(input_shape)
+    if self.classifies:
+      self.num_classes = int(out_shape[-1])
+      buffer_classes = self.replay_buffer.num_classes
+      if buffer_classes is not None and buffer_classes != self.num_classes:
+        raise ValueError(
+            f"The class-conditional ReplayBuffer has num_classes="
+            f"{buffer_classes} but the backbone outputs {self.num_classes} "
+            f"logits; make them equal (NUM_CLASSES in the shipped configs).")
     if not self.head.built:
       self.head.build(out_shape)
     if not self.replay_buffer.built:
@@ -208,22 +227,29 @@ class EnergyModel(keras.Model):
     batch_size = tf.shape(x)[0]
     chains = []  # (name, samples, labels or None)
     if self.px_weight:
-      starts, slots = self.replay_buffer.draw(batch_size)
-      samples = self._chain(starts)
+      labels = (self._random_labels(batch_size) if self.px_conditional_chains
+                else None)
+      starts, slots = self.replay_buffer.draw(batch_size, y=labels)
+      samples = self._chain(starts, labels)
       self.replay_buffer.write(slots, samples)
       chains.append(("px", samples, None))
     if self.pxy_weight:
-      starts, slots = self.replay_buffer.draw(batch_size, y=y)
-      samples = self._chain(starts, y)
+      if y is None:
+        raise ValueError("pxy_weight > 0 needs labels: the data set must "
+                         "yield (image, label) pairs.")
+      # Unlabelled examples (label < 0) get a class drawn from p(y).
+      labels = tf.cast(y, tf.int32)
+      labels = tf.where(labels >= 0, labels, self._random_labels(batch_size))
+      starts, slots = self.replay_buffer.draw(batch_size, y=labels)
+      samples = self._chain(starts, labels)
       self.replay_buffer.write(slots, samples)
-      chains.append(("pxy", samples, y))
+      chains.append(("pxy", samples, labels))
 
     with tf.GradientTape() as tape:
       # One forward pass over data and samples together.
       inputs = tf.concat([x] + [c[1] for c in chains], axis=0)
       out = self.backbone(inputs, training=True)
-      terms, data_out, energy_samples = self._loss_terms(out, batch_size, y,
-                                                         chains)
+      terms, data_out, energy_samples = self._loss_terms(out, y, chains)
       loss = tf.add_n([w * terms[t] for t, w in zip(_TERMS, self._term_weights)
                        if w])
     variables = self.trainable_variables
@@ -231,25 +257,28 @@ class EnergyModel(keras.Model):
     self.optimizer.apply(grads, variables)
     return self._update_metrics(loss, terms, data_out, y, energy_samples)
 
-  def _loss_terms(self, out, batch_size, y, chains):
+  def _loss_terms(self, out, y, chains):
     """Splits the joint forward pass and computes each term of the loss."""
-    parts = tf.split(out, [batch_size] * (1 + len(chains)), axis=0) if chains \
-        else [out]
-    data_out = parts[0]
-    head_data = self.head(data_out)
-    e_data = head_data["energy"]
+    parts = 1 + len(chains)
+    # One head call over data and samples (a spectral-normalised head then
+    # updates once per step).
+    energies = tf.split(self.head(out, training=True)["energy"], parts)
+    outs = tf.split(out, parts) if chains else [out]
+    data_out, e_data = outs[0], energies[0]
     terms = {"energy_data": tf.reduce_mean(e_data)}
     energy_samples = None
     if self.clf_weight:
       terms["clf_loss"] = self._cross_entropy(data_out, y)
-    for (name, _, labels), sample_out in zip(chains, parts[1:]):
+    for (name, _, labels), sample_out, e_marginal in zip(chains, outs[1:],
+                                                         energies[1:]):
       if name == "px":
-        e_samples = self.head(sample_out)["energy"]
+        e_samples = e_marginal
         terms["px_loss"] = tf.reduce_mean(e_data) - tf.reduce_mean(e_samples)
       else:
         e_samples = energy_lib.class_energy_from_logits(sample_out, labels)
         terms["pxy_loss"] = (
-            tf.reduce_mean(energy_lib.class_energy_from_logits(data_out, y))
+            tf.reduce_mean(energy_lib.class_energy_from_logits(data_out,
+                                                               labels))
             - tf.reduce_mean(e_samples))
       if energy_samples is None:
         energy_samples = e_samples
@@ -259,6 +288,11 @@ class EnergyModel(keras.Model):
         l2 += tf.reduce_mean(tf.square(energy_samples))
       terms["l2_loss"] = l2
     return terms, data_out, energy_samples
+
+  def _random_labels(self, n):
+    """y ~ p(y), uniform over the classes."""
+    return keras.random.randint((n,), 0, self.num_classes,
+                                seed=self.seed_generator)
 
   def _cross_entropy(self, logits, y):
     if y is None:
@@ -315,6 +349,8 @@ class EnergyModel(keras.Model):
         "px_weight": self.px_weight,
         "pxy_weight": self.pxy_weight,
         "l2_weight": self.l2_weight,
+        "px_conditional_chains": self.px_conditional_chains,
+        "seed": self.seed,
     }
 
   @classmethod

@@ -18,6 +18,7 @@ from ebmkit import data
 from ebmkit import gin_utils
 from ebmkit import models
 from ebmkit import sampling
+from ebmkit import schedules
 
 RESULTS_FILE = "results.json"
 
@@ -60,6 +61,17 @@ def _build(info):
   return model
 
 
+def _fit_informative_init(model, train_ds):
+  """Fits the buffer's per-class Gaussians to one pass of the training data."""
+  images, labels = [], []
+  for x, y in train_ds:
+    images.append(x.numpy())
+    labels.append(y.numpy())
+  images, labels = np.concatenate(images), np.concatenate(labels)
+  labelled = labels >= 0
+  model.replay_buffer.fit_informative_init(images[labelled], labels[labelled])
+
+
 def _write_json(path, payload):
   with open(path + ".tmp", "w") as f:
     json.dump(payload, f, indent=2, sort_keys=True)
@@ -72,7 +84,7 @@ def _floats(logs):
 
 @gin.configurable
 def train(workdir="ebmkit_runs/default", train_split="train",
-          test_split="test", epochs=20, optimizer=None, jit_compile=True,
+          test_split="test", validation_split=None, epochs=20, optimizer=None, jit_compile=True,
           checkpoint_every_steps=200, keep_checkpoints=3,
           sample_grid_images=64, seed=0, verbose="auto"):
   """Trains an EnergyModel with `model.fit`, resuming from `workdir`.
@@ -88,6 +100,8 @@ def train(workdir="ebmkit_runs/default", train_split="train",
     workdir: output folder.
     train_split: split to train on.
     test_split: split to report accuracy on at the end.
+    validation_split: optional split evaluated at each epoch end (the JEM
+      reference holds out 5,000 training images: "train[:5000]").
     epochs: passes over the training split.
     optimizer: a Keras optimizer (default Adam, learning rate 1e-4).
     jit_compile: compile the train step (SGLD included) with XLA.
@@ -109,19 +123,27 @@ def train(workdir="ebmkit_runs/default", train_split="train",
   train_ds, info = data.load_dataset(split=train_split, training=True,
                                      with_info=True)
   test_ds = data.load_dataset(split=test_split, training=False)
+  val_ds = (data.load_dataset(split=validation_split, training=False)
+            if validation_split else None)
   dataset = info.name
   model = _build(info)
   model.compile(optimizer=optimizer or keras.optimizers.Adam(1e-4),
                 jit_compile=jit_compile)
-  manager = checkpoints.make_manager(model, workdir, keep_checkpoints)
-  restored = checkpoints.restore_latest(manager)
-  gin_utils.write_operative_config(workdir)
-
   steps_per_epoch = int(train_ds.cardinality())
   if steps_per_epoch < 1:
     raise ValueError(
         f"Split {train_split!r} of {dataset!r} gives no full batch: it has "
         f"fewer examples than load_dataset.batch_size.")
+  schedule = getattr(model.optimizer, "_learning_rate", None)
+  if isinstance(schedule, schedules.WarmupStepDecay) and (
+      schedule.steps_per_epoch is None):
+    schedule.steps_per_epoch = steps_per_epoch
+  manager = checkpoints.make_manager(model, workdir, keep_checkpoints)
+  restored = checkpoints.restore_latest(manager)
+  if not restored and model.replay_buffer.init == "informative":
+    _fit_informative_init(model, train_ds)
+  gin_utils.write_operative_config(workdir)
+
   total_steps = epochs * steps_per_epoch
   step = int(model.optimizer.iterations.numpy())
   if restored:
@@ -141,12 +163,13 @@ def train(workdir="ebmkit_runs/default", train_split="train",
     # Finish the interrupted epoch with the steps it still owes.
     h = model.fit(train_ds.take(steps_per_epoch - done_in_epoch),
                   epochs=epoch + 1, initial_epoch=epoch, callbacks=callbacks,
-                  verbose=verbose, shuffle=False)
+                  verbose=verbose, shuffle=False, validation_data=val_ds)
     history = h.history
     epoch += 1
   if epoch < epochs:
     h = model.fit(train_ds, epochs=epochs, initial_epoch=epoch,
-                  callbacks=callbacks, verbose=verbose, shuffle=False)
+                  callbacks=callbacks, verbose=verbose, shuffle=False,
+                  validation_data=val_ds)
     history = h.history
 
   test_metrics = _floats(model.evaluate(test_ds, return_dict=True, verbose=0))
@@ -157,6 +180,7 @@ def train(workdir="ebmkit_runs/default", train_split="train",
       "resumed_from": restored,
       "train_metrics_last_epoch": {k: float(v[-1]) for k, v in history.items()},
       "test": test_metrics,
+      "learning_rate": float(model.optimizer.learning_rate),
       "sample_grid": os.path.join(workdir, "samples", "buffer_latest.png"),
       "wall_time_s": round(time.time() - started, 1),
   }

@@ -95,3 +95,34 @@ def test_missing_dataset_offline_is_explained(tmp_path, monkeypatch):
 def test_unknown_dataset_name_is_explained():
   with pytest.raises(data.DatasetUnavailableError, match="no data set named"):
     data.tfds_load("no_such_digits", "train")
+
+
+def test_labels_per_class_keeps_exactly_that_many_labels():
+  ds = data.load_dataset(split="train", batch_size=479, labels_per_class=7)
+  labels = np.concatenate([y.numpy() for _, y in ds])  # 3 × 479 = 1,437.
+  assert len(labels) == 1437
+  kept = labels[labels >= 0]
+  np.testing.assert_array_equal(np.bincount(kept, minlength=10), [7] * 10)
+  assert np.sum(labels == -1) == 1437 - 70
+
+
+def test_labels_per_class_larger_than_a_class_is_explained():
+  with pytest.raises(ValueError, match="labels_per_class=500 but class"):
+    data.labelled_mask(np.array([0, 0, 1]), 500)
+
+
+@pytest.mark.parametrize("flip", [False, True])
+def test_augmentation_is_a_crop_of_the_reflect_padded_image(flip):
+  tf.random.set_seed(1)
+  image = tf.reshape(tf.range(32 * 32 * 3) % 251, (32, 32, 3))
+  padded = np.pad(image.numpy(), ((4, 4), (4, 4), (0, 0)), mode="reflect")
+  windows = [padded[i:i + 32, j:j + 32] for i in range(9) for j in range(9)]
+  if flip:
+    windows += [w[:, ::-1] for w in windows]
+  seen_flip = False
+  for _ in range(20):
+    out = data.augment_image(image, flip=flip).numpy()
+    matches = [k for k, w in enumerate(windows) if np.array_equal(out, w)]
+    assert matches, "not a crop of the reflect-padded image"
+    seen_flip |= matches[0] >= 81
+  assert seen_flip == flip  # 20 draws without a flip: chance 1e-6.
