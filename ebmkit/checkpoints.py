@@ -43,24 +43,50 @@ def make_manager(model, workdir, max_to_keep=3):
       max_to_keep=max_to_keep)
 
 
-def restore_latest(manager):
+def restore_latest(manager, model):
   """Restores the newest checkpoint; returns its path or None if none exist.
 
   A newest checkpoint that cannot be read (e.g. a partial copy) is skipped
-  with a warning and the previous one is tried.
+  with a warning and the previous one is tried. One that holds the model but
+  no matching optimizer state restores the model, with a warning.
+
+  Args:
+    manager: from `make_manager(model, ...)`.
+    model: the same model.
   """
   for path in reversed(manager.checkpoints):
     try:
       manager.checkpoint.restore(path).assert_existing_objects_matched()
     except Exception as e:  # pylint: disable=broad-except
       # A truncated or corrupt file fails in many ways (OpError, IndexError,
-      # ValueError, ...); each means "use the previous checkpoint".
-      logging.warning("Could not restore checkpoint %s (%s: %.300s); trying "
-                      "the previous one.", path, type(e).__name__, e)
-      continue
+      # ValueError, ...). A checkpoint without (matching) optimizer state,
+      # e.g. one converted from the reference, still gives the model.
+      try:
+        model_only = make_checkpoint(model, with_optimizer=False)
+        model_only.restore(path).expect_partial(
+        ).assert_existing_objects_matched()
+      except Exception:  # pylint: disable=broad-except
+        logging.warning("Could not restore checkpoint %s (%s: %.300s); trying "
+                        "the previous one.", path, type(e).__name__, e)
+        continue
+      logging.warning("Restored the model (weights, buffer) from %s but not "
+                      "the optimizer state, which it lacks or which belongs to "
+                      "another optimizer; the optimizer starts fresh.", path)
     logging.info("Restored %s.", path)
     return path
   return None
+
+
+def save_model_only(model, workdir, step=0):
+  """Writes a checkpoint of the model's variables alone (no optimizer).
+
+  `restore_latest` restores such a checkpoint's model and starts the
+  optimizer fresh; `restore_model` reads it as any other.
+  """
+  manager = tf.train.CheckpointManager(
+      make_checkpoint(model, with_optimizer=False),
+      os.path.join(workdir, "checkpoints"), max_to_keep=None)
+  return manager.save(checkpoint_number=step)
 
 
 def restore_model(model, workdir):

@@ -137,3 +137,33 @@ def load_replay_buffer(model, samples):
         f"The replay buffer holds {samples.shape} (as NHWC), the model's "
         f"buffer is {want}: bind BUFFER_SIZE = {samples.shape[0]}.")
   model.replay_buffer.samples.assign(samples)
+
+
+def convert_to_workdir(state_dict, workdir, replay_buffer=None):
+  """Writes a reference JEM state dict as an ebmkit workdir.
+
+  The model comes from the parsed gin config (`get_model`, e.g.
+  jem_cifar10.gin) and the configured data set's image shape. Writes a
+  model-only checkpoint `workdir/checkpoints/ckpt-0` (evaluate reads it;
+  training from it restores the model and starts a fresh optimizer) and the
+  operative config.
+
+  Args:
+    state_dict: reference parameter names to NumPy arrays.
+    workdir: output folder.
+    replay_buffer: optional reference buffer, NCHW array [B, C, H, W].
+
+  Returns:
+    Dict with the checkpoint path and the recognised-but-unused keys.
+  """
+  from ebmkit import checkpoints  # pylint: disable=g-import-not-at-top
+  from ebmkit import data  # pylint: disable=g-import-not-at-top
+  from ebmkit import gin_utils  # pylint: disable=g-import-not-at-top
+  from ebmkit import train  # pylint: disable=g-import-not-at-top
+  model = train.build_model(data.dataset_info(data.configured_name()))
+  ignored = load_jem_state_dict(model.backbone, state_dict)
+  if replay_buffer is not None:
+    load_replay_buffer(model, replay_buffer)
+  path = checkpoints.save_model_only(model, workdir, step=0)
+  gin_utils.write_operative_config(workdir)
+  return {"checkpoint": path, "ignored_keys": ignored}

@@ -117,6 +117,14 @@ def dataset_info(name=DEFAULT_DATASET, data_dir=None):
   return DatasetInfo(name, image_shape, num_classes, sizes)
 
 
+def configured_name():
+  """The data set name bound to `load_dataset.name` (or the default)."""
+  try:
+    return gin.query_parameter("load_dataset.name")
+  except ValueError:
+    return DEFAULT_DATASET
+
+
 def to_unit_range(image):
   """uint8 pixels 0..255 to floats in [-1, 1]."""
   return tf.cast(image, tf.float32) / 127.5 - 1.0

@@ -41,7 +41,7 @@ def get_model(model=None):
   return model
 
 
-def _build(info):
+def build_model(info):
   """Builds the configured model for the data set's images; checks classes."""
   model = get_model()
   if model is None:
@@ -126,7 +126,7 @@ def train(workdir="ebmkit_runs/default", train_split="train",
   val_ds = (data.load_dataset(split=validation_split, training=False)
             if validation_split else None)
   dataset = info.name
-  model = _build(info)
+  model = build_model(info)
   model.compile(optimizer=optimizer or keras.optimizers.Adam(1e-4),
                 jit_compile=jit_compile)
   steps_per_epoch = int(train_ds.cardinality())
@@ -139,7 +139,7 @@ def train(workdir="ebmkit_runs/default", train_split="train",
       schedule.steps_per_epoch is None):
     schedule.steps_per_epoch = steps_per_epoch
   manager = checkpoints.make_manager(model, workdir, keep_checkpoints)
-  restored = checkpoints.restore_latest(manager)
+  restored = checkpoints.restore_latest(manager, model)
   if not restored and model.replay_buffer.init == "informative":
     _fit_informative_init(model, train_ds)
   gin_utils.write_operative_config(workdir)
@@ -207,7 +207,7 @@ def evaluate(workdir="ebmkit_runs/default", test_split="test"):
   """
   test_ds, info = data.load_dataset(split=test_split, training=False,
                                     with_info=True)
-  model = _build(info)
+  model = build_model(info)
   model.compile()
   if checkpoints.restore_model(model, workdir) is None:
     raise FileNotFoundError(

@@ -161,3 +161,36 @@ def test_wrn_28_10_has_the_architectures_parameter_count():
                  if not k.startswith("energy_output"))
   assert wrn.count_params() == expected
   assert abs(expected - 36.5e6) < 0.05e6
+
+
+def test_conversion_tool_writes_a_workdir_that_evaluates(tmp_path):
+  import os, subprocess, sys  # pylint: disable=g-import-not-at-top,multiple-imports
+  import gin  # pylint: disable=g-import-not-at-top
+  from ebmkit import checkpoints, data, gin_utils, train  # pylint: disable=g-import-not-at-top
+  repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+  state = random_state_dict(reference_shapes(10, 1, 10, None))
+  buffer = RNG.uniform(-1, 1, (20, 3, 32, 32)).astype(np.float32)
+  npz = os.path.join(tmp_path, "reference.npz")
+  np.savez(npz, replay_buffer=buffer, **state)
+  workdir = os.path.join(tmp_path, "converted")
+  proc = subprocess.run(
+      [sys.executable, os.path.join(repo, "tools", "convert_jem_checkpoint.py"),
+       f"--checkpoint={npz}", f"--workdir={workdir}",
+       "--gin_bindings=DEPTH = 10", "--gin_bindings=WIDTH = 1",
+       "--gin_bindings=BUFFER_SIZE = 20"],
+      capture_output=True, text=True, timeout=300)
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  assert "energy_output.weight" in proc.stdout
+
+  # Rebuild from the written operative config; the restored network computes
+  # the reference's logits and holds the reference's buffer (as NHWC).
+  gin_utils.parse([os.path.join(workdir, "operative_config.gin")])
+  model = train.build_model(data.dataset_info("cifar10"))
+  assert checkpoints.restore_model(model, workdir).endswith("ckpt-0")
+  x = RNG.uniform(-1, 1, (2, 3, 32, 32))
+  np.testing.assert_allclose(
+      model(np.transpose(x, (0, 2, 3, 1)).astype(np.float32))["logits"],
+      np_reference_forward(state, x, 10, None), rtol=1e-3, atol=1e-3)
+  np.testing.assert_array_equal(model.replay_buffer.samples.numpy(),
+                                np.transpose(buffer, (0, 2, 3, 1)))
+  gin.clear_config()

@@ -16,7 +16,7 @@ SAMPLER_PARTS = ["samplers/class_conditional_px.gin", "samplers/short_run.gin",
 def build_from(gin_files, bindings=()):
   gin_utils.parse(gin_files, list(bindings))
   info = data.dataset_info("sklearn_digits")
-  model = train_lib._build(info)  # pylint: disable=protected-access
+  model = train_lib.build_model(info)
   model.compile(optimizer=keras.optimizers.SGD(0.0), jit_compile=False)
   return model
 

@@ -27,7 +27,7 @@ def test_checkpoint_restores_weights_buffer_and_step_bit_for_bit(tmp_path):
     v.assign(tf.zeros_like(v))
   for v in model.optimizer.variables:
     v.assign(tf.zeros_like(v))
-  assert checkpoints.restore_latest(manager).endswith("ckpt-2")
+  assert checkpoints.restore_latest(manager, model).endswith("ckpt-2")
   for before, v in zip(saved, model.variables):
     np.testing.assert_array_equal(before, v.numpy())
   for before, v in zip(saved_opt, model.optimizer.variables):
@@ -86,3 +86,24 @@ def test_evaluate_from_the_workdir_operative_config(tmp_path):
   np.testing.assert_allclose(metrics["accuracy"], trained["test_accuracy"],
                              rtol=1e-6)
   assert os.path.isfile(os.path.join(workdir, "eval_results.json"))
+
+
+def test_training_continues_from_a_model_only_checkpoint(tmp_path):
+  # E.g. a converted reference checkpoint: weights and buffer, no optimizer.
+  workdir = str(tmp_path / "run")
+  model = train_lib.default_model(10)
+  model.build((None, 8, 8, 1))
+  model.replay_buffer.samples.assign(tf.fill(model.replay_buffer.samples.shape,
+                                             0.25))
+  checkpoints.save_model_only(model, workdir, step=0)
+  results = train_lib.train(workdir=workdir, train_split=SMALL, epochs=1,
+                            jit_compile=False, sample_grid_images=4)
+  assert results["resumed_from"].endswith("ckpt-0")
+  assert results["steps"] == 4
+  # The buffer came from the checkpoint: slots no chain visited still hold 0.25.
+  reader = tf.train.load_checkpoint(os.path.join(workdir, "checkpoints"))
+  names = [n for n, _ in tf.train.list_variables(
+      os.path.join(workdir, "checkpoints")) if n.startswith("model/")]
+  buffers = [reader.get_tensor(n) for n in names
+             if reader.get_tensor(n).shape == (2000, 8, 8, 1)]
+  assert len(buffers) == 1 and np.mean(buffers[0] == 0.25) > 0.5
