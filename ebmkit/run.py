@@ -25,8 +25,10 @@ FLAGS = flags.FLAGS
 
 def main(argv):
   del argv
-  import tensorflow as tf  # pylint: disable=g-import-not-at-top
-  tf.get_logger().setLevel("WARNING")  # Drop per-save INFO lines.
+  from absl import logging  # pylint: disable=g-import-not-at-top
+  if not FLAGS["verbosity"].present:
+    # absl shows INFO by default: every checkpoint save, every TFDS lookup.
+    logging.set_verbosity(logging.WARNING)
   from ebmkit import gin_utils  # pylint: disable=g-import-not-at-top
   from ebmkit import train as train_lib  # pylint: disable=g-import-not-at-top
   gin_files = FLAGS.gin_file or [gin_utils.DEFAULT_GIN_FILE]

@@ -194,3 +194,25 @@ def test_conversion_tool_writes_a_workdir_that_evaluates(tmp_path):
   np.testing.assert_array_equal(model.replay_buffer.samples.numpy(),
                                 np.transpose(buffer, (0, 2, 3, 1)))
   gin.clear_config()
+
+
+def test_conversion_tool_reads_the_reference_torch_format(tmp_path):
+  torch = pytest.importorskip("torch")  # Optional: only the tool needs it.
+  import os, sys  # pylint: disable=g-import-not-at-top,multiple-imports
+  repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+  sys.path.insert(0, os.path.join(repo, "tools"))
+  try:
+    import convert_jem_checkpoint as tool  # pylint: disable=g-import-not-at-top
+  finally:
+    sys.path.pop(0)
+  state = random_state_dict(reference_shapes(10, 1, 10, None))
+  buffer = RNG.uniform(-1, 1, (20, 3, 32, 32)).astype(np.float32)
+  path = os.path.join(tmp_path, "reference.pt")
+  torch.save({"model_state_dict": {k: torch.tensor(v) for k, v in
+                                   state.items()},
+              "replay_buffer": torch.tensor(buffer)}, path)
+  got_state, got_buffer = tool.read_checkpoint(path)
+  assert set(got_state) == set(state)
+  np.testing.assert_array_equal(got_state["f.conv1.weight"],
+                                state["f.conv1.weight"])
+  np.testing.assert_array_equal(got_buffer, buffer)
