@@ -1,5 +1,11 @@
 """ebmkit: Joint Energy-based Models (JEM) and friends for TensorFlow/Keras."""
 
+import os
+
+# TensorFlow's C++ start-up INFO lines (oneDNN, CUDA probing) bury the progress
+# bar; set TF_CPP_MIN_LOG_LEVEL=0 to see them. Must precede importing TF.
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
 # Importing the package registers every configurable with gin, so a .gin file
 # needs only `import ebmkit`.
 from ebmkit import configurables

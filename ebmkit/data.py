@@ -117,12 +117,20 @@ def dataset_info(name=DEFAULT_DATASET, data_dir=None):
   return DatasetInfo(name, image_shape, num_classes, sizes)
 
 
+def configured(parameter, default):
+  """The value gin binds to `load_dataset.<parameter>` (macros evaluated)."""
+  try:
+    value = gin.query_parameter(f"load_dataset.{parameter}")
+  except ValueError:
+    return default
+  if isinstance(value, gin.config.ConfigurableReference):
+    value = value.scoped_configurable_fn()
+  return value
+
+
 def configured_name():
   """The data set name bound to `load_dataset.name` (or the default)."""
-  try:
-    return gin.query_parameter("load_dataset.name")
-  except ValueError:
-    return DEFAULT_DATASET
+  return configured("name", DEFAULT_DATASET)
 
 
 def to_unit_range(image):

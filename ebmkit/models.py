@@ -175,7 +175,7 @@ class EnergyModel(keras.Model):
     return self.sampler(starts, energy_fn=energy_fn, steps=steps)
 
   def sample(self, num_samples=64, y=None, steps=None, from_buffer=False,
-             jit_compile=True):
+             jit_compile="auto"):
     """Draws samples with a standalone compiled sampler.
 
     Args:
@@ -184,7 +184,7 @@ class EnergyModel(keras.Model):
       steps: SGLD steps; defaults to the sampler's η.
       from_buffer: start the chains from the replay buffer (persistent
         chains) instead of U(low, high) noise; the buffer is not updated.
-      jit_compile: compile the chain with XLA.
+      jit_compile: compile the chain with XLA ("auto": on a GPU/TPU only).
 
     Returns:
       Samples, a float32 tensor [n, *sample_shape].
@@ -203,6 +203,7 @@ class EnergyModel(keras.Model):
       starts, _ = buf.draw(num_samples, y=y)
     else:
       starts = buf._uniform((num_samples,) + buf.sample_shape)
+    jit_compile = sampling.resolve_jit_compile(jit_compile)
     key = (conditional, jit_compile)
     if key not in self._samplers:
       if conditional:

@@ -104,6 +104,18 @@ class LangevinSampler(keras.layers.Layer):
     }
 
 
+def resolve_jit_compile(jit_compile):
+  """True/False as given; "auto" means XLA on a GPU/TPU only.
+
+  On the CPU, XLA's convolutions (and their input gradients, which SGLD takes
+  η times per iteration) are several times slower than TensorFlow's own
+  kernels (BENCHMARKS.md), as Keras' own "auto" also assumes.
+  """
+  if jit_compile != "auto":
+    return bool(jit_compile)
+  return any(d.device_type != "CPU" for d in tf.config.list_physical_devices())
+
+
 def compiled_sampler(sampler, energy_fn, jit_compile=True):
   """A standalone (XLA-)compiled sampling function for use after training.
 

@@ -84,7 +84,8 @@ def _floats(logs):
 
 @gin.configurable
 def train(workdir="ebmkit_runs/default", train_split="train",
-          test_split="test", validation_split=None, epochs=20, optimizer=None, jit_compile=True,
+          test_split="test", validation_split=None, epochs=20, optimizer=None,
+          jit_compile="auto",
           checkpoint_every_steps=200, keep_checkpoints=3,
           sample_grid_images=64, seed=0, verbose="auto"):
   """Trains an EnergyModel with `model.fit`, resuming from `workdir`.
@@ -104,7 +105,8 @@ def train(workdir="ebmkit_runs/default", train_split="train",
       reference holds out 5,000 training images: "train[:5000]").
     epochs: passes over the training split.
     optimizer: a Keras optimizer (default Adam, learning rate 1e-4).
-    jit_compile: compile the train step (SGLD included) with XLA.
+    jit_compile: compile the train step (SGLD included) with XLA; "auto":
+      on a GPU/TPU, not on the CPU (see `sampling.resolve_jit_compile`).
     checkpoint_every_steps: also checkpoint every this many steps (0: only at
       epoch ends).
     keep_checkpoints: number of checkpoints kept.
@@ -128,7 +130,7 @@ def train(workdir="ebmkit_runs/default", train_split="train",
   dataset = info.name
   model = build_model(info)
   model.compile(optimizer=optimizer or keras.optimizers.Adam(1e-4),
-                jit_compile=jit_compile)
+                jit_compile=sampling.resolve_jit_compile(jit_compile))
   steps_per_epoch = int(train_ds.cardinality())
   if steps_per_epoch < 1:
     raise ValueError(

@@ -24,7 +24,8 @@ TINY = ["EPOCHS = 1", "train.epochs = 1", "BATCH_SIZE = 8",
         "train.validation_split = 'train[:8]'", "train.test_split = 'test[:8]'",
         "SGLD_STEPS = 2", "BUFFER_SIZE = 200", "DEPTH = 10", "WIDTH = 1",
         "IGEBM_FILTERS = (8, 8)", "IGEBM_DOWNSAMPLE = (True, False)",
-        "WARMUP_STEPS = 1", "train.checkpoint_every_steps = 0"]
+        "WARMUP_STEPS = 1", "train.checkpoint_every_steps = 0",
+        "train.jit_compile = True"]
 EXPERIMENTS = [c for c in gin_utils.shipped_configs() if "/" not in c]
 
 

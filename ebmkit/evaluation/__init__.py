@@ -1,0 +1,1 @@
+"""Evaluation of trained EBMs: everything in the JEM paper's results section."""
