@@ -54,7 +54,7 @@ def _how_to_prepare(name, data_dir):
       f"--manual_dir; see `tfds build --help`.")
 
 
-def tfds_load(name, split, data_dir=None, download=True):
+def tfds_load(name, split, data_dir=None, download=True, supervised=True):
   """`tfds.load` with a clear error when the data cannot be had.
 
   Args:
@@ -64,9 +64,11 @@ def tfds_load(name, split, data_dir=None, download=True):
       ~/tensorflow_datasets).
     download: whether to download and prepare a missing data set. Embedded
       data sets (shipped inside an installed package) are always prepared.
+    supervised: yield (image, label) pairs; else TFDS's feature dicts (for
+      data sets without supervised keys, e.g. CelebA as an OOD set).
 
   Returns:
-    (tf.data.Dataset of (image, label) pairs, tfds.core.DatasetInfo).
+    (tf.data.Dataset, tfds.core.DatasetInfo).
 
   Raises:
     DatasetUnavailableError: the data set is not prepared in `data_dir` and
@@ -76,7 +78,7 @@ def tfds_load(name, split, data_dir=None, download=True):
   embedded = name in embedded_datasets.EMBEDDED
   try:
     return tfds.load(name, split=split, data_dir=data_dir, download=False,
-                     as_supervised=True, with_info=True)
+                     as_supervised=supervised, with_info=True)
   except AssertionError:  # TFDS: "could not find data in ...".
     pass
   except tfds.core.registered.DatasetNotFoundError as e:
@@ -96,7 +98,7 @@ def tfds_load(name, split, data_dir=None, download=True):
           + _how_to_prepare(name, data_dir))
   try:
     return tfds.load(name, split=split, data_dir=data_dir, download=True,
-                     as_supervised=True, with_info=True)
+                     as_supervised=supervised, with_info=True)
   except (OSError, ConnectionError) as e:
     raise DatasetUnavailableError(
         f"Downloading data set {name!r} into {data_dir} failed ({e}). "

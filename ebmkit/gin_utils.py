@@ -86,6 +86,7 @@ def parse(gin_files=(), gin_bindings=(), finalize=True):
   config folders, so those folders are on gin's search path.
   """
   import ebmkit.configurables  # pylint: disable=unused-import,g-import-not-at-top
+  import ebmkit.evaluation.report  # pylint: disable=unused-import,g-import-not-at-top
   for folder in config_dirs():
     if folder not in gin.config._LOCATION_PREFIXES:  # pylint: disable=protected-access
       gin.add_config_file_search_path(folder)

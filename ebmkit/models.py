@@ -202,7 +202,7 @@ class EnergyModel(keras.Model):
     if from_buffer:
       starts, _ = buf.draw(num_samples, y=y)
     else:
-      starts = buf._uniform((num_samples,) + buf.sample_shape)
+      starts = buf.fresh(num_samples, y)
     jit_compile = sampling.resolve_jit_compile(jit_compile)
     key = (conditional, jit_compile)
     if key not in self._samplers:

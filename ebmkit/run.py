@@ -17,9 +17,13 @@ flags.DEFINE_multi_string(
 flags.DEFINE_string(
     "workdir", None, "Output folder (default: ebmkit_runs/<config name>). "
     "Running again on the same workdir resumes.")
-flags.DEFINE_enum("mode", "train", ["train", "eval"],
-                  "train (or resume), or eval: test metrics of the newest "
-                  "checkpoint, configured from the workdir's operative config.")
+flags.DEFINE_enum("mode", "train", ["train", "eval", "compare"],
+                  "train (or resume); eval: the full evaluation of the newest "
+                  "checkpoint (report.md, figures/, results.json), configured "
+                  "from the workdir's operative config; compare: one table of "
+                  "the evaluated --workdirs.")
+flags.DEFINE_list("workdirs", [], "compare mode: evaluated workdirs, "
+                  "comma-separated.")
 FLAGS = flags.FLAGS
 
 
@@ -39,12 +43,21 @@ def main(argv):
     if os.path.isfile(saved):
       gin_files = [saved]
   from ebmkit import data  # pylint: disable=g-import-not-at-top
+  from ebmkit.evaluation import report  # pylint: disable=g-import-not-at-top
   try:
+    if FLAGS.mode == "compare":
+      if len(FLAGS.workdirs) < 1:
+        sys.exit("ebmkit: error: --mode=compare needs --workdirs=a,b,...")
+      print(report.compare(FLAGS.workdirs, FLAGS.workdir or "."))
+      return
     gin_utils.parse(gin_files, FLAGS.gin_bindings)
     if FLAGS.mode == "train":
       train_lib.train(workdir=workdir)
     else:
-      print(train_lib.evaluate(workdir=workdir))
+      result = report.evaluate(workdir=workdir)
+      print(f"Wrote {os.path.join(workdir, report.REPORT)} "
+            f"(accuracy {result.get('accuracy', 'n/a')}, "
+            f"{result['wall_time_s']} s).")
   except (FileNotFoundError, data.DatasetUnavailableError) as e:
     # Problems the user fixes: say what, without a traceback.
     sys.exit(f"ebmkit: error: {e}")

@@ -72,7 +72,8 @@ def _fit_informative_init(model, train_ds):
   model.replay_buffer.fit_informative_init(images[labelled], labels[labelled])
 
 
-def _write_json(path, payload):
+def write_json(path, payload):
+  """Writes JSON atomically (write, then rename)."""
   with open(path + ".tmp", "w") as f:
     json.dump(payload, f, indent=2, sort_keys=True)
   os.replace(path + ".tmp", path)
@@ -190,31 +191,5 @@ def train(workdir="ebmkit_runs/default", train_split="train",
     results["test_accuracy"] = test_metrics.get("accuracy")
     print(f"Test accuracy on {dataset}/{test_split}: "
           f"{results['test_accuracy']:.4f}")
-  _write_json(os.path.join(workdir, RESULTS_FILE), results)
+  write_json(os.path.join(workdir, RESULTS_FILE), results)
   return results
-
-
-@gin.configurable
-def evaluate(workdir="ebmkit_runs/default", test_split="test"):
-  """Restores the newest checkpoint in `workdir` and reports test metrics.
-
-  Args:
-    workdir: a folder written by `train`; its operative config, parsed
-      before the call, rebuilds the same model and data.
-    test_split: split to evaluate on.
-
-  Returns:
-    Dict of test metrics (accuracy, cross-entropy, mean energy); also
-    written to `workdir/eval_results.json`.
-  """
-  test_ds, info = data.load_dataset(split=test_split, training=False,
-                                    with_info=True)
-  model = build_model(info)
-  model.compile()
-  if checkpoints.restore_model(model, workdir) is None:
-    raise FileNotFoundError(
-        f"No checkpoint in {os.path.join(workdir, 'checkpoints')}: train "
-        f"first (python -m ebmkit.run --workdir={workdir}).")
-  metrics = _floats(model.evaluate(test_ds, return_dict=True, verbose=0))
-  _write_json(os.path.join(workdir, "eval_results.json"), metrics)
-  return metrics

@@ -101,11 +101,19 @@ def test_command_line_trains_resumes_and_evaluates(tmp_path):
   with open(os.path.join(workdir, "results.json")) as f:
     assert json.load(f)["steps"] == 4
 
-  out = run_cli(["--mode=eval", f"--workdir={workdir}"], cwd=str(tmp_path))
-  with open(os.path.join(workdir, "eval_results.json")) as f:
-    evaluated = json.load(f)
+  from test_evaluation import TINY_EVAL  # pylint: disable=g-import-not-at-top
+  out = run_cli(["--mode=eval", f"--workdir={workdir}"]
+                + [f"--gin_bindings={b}" for b in TINY_EVAL], cwd=str(tmp_path))
+  assert "report.md" in out
   with open(os.path.join(workdir, "results.json")) as f:
-    assert abs(evaluated["accuracy"] - json.load(f)["test_accuracy"]) < 1e-6
+    results = json.load(f)
+  # The evaluation restores the trained model: same test accuracy.
+  assert abs(results["evaluation"]["accuracy"] - results["test_accuracy"]) \
+      < 1e-6
+  out = run_cli(["--mode=compare", f"--workdirs={workdir},{workdir}",
+                 f"--workdir={tmp_path}"], cwd=str(tmp_path))
+  assert out.count("| run |") >= 2
+  assert os.path.isfile(os.path.join(tmp_path, "comparison.md"))
 
 
 def test_unknown_gin_file_is_explained(tmp_path):

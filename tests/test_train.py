@@ -73,21 +73,6 @@ def test_mid_epoch_resume_and_fallback_past_a_corrupt_checkpoint(tmp_path):
   assert results["train_metrics_last_epoch"]  # The owed steps did run.
 
 
-def test_evaluate_from_the_workdir_operative_config(tmp_path):
-  workdir = str(tmp_path / "run")
-  gin_utils.parse(["jem_digits.gin"], ["train.epochs = 1",
-                                       f"train.train_split = '{SMALL}'",
-                                       "BUFFER_SIZE = 100",
-                                       "train.jit_compile = False"])
-  trained = train_lib.train(workdir=workdir)
-  gin.clear_config()
-  gin_utils.parse([os.path.join(workdir, "operative_config.gin")])
-  metrics = train_lib.evaluate(workdir=workdir)
-  np.testing.assert_allclose(metrics["accuracy"], trained["test_accuracy"],
-                             rtol=1e-6)
-  assert os.path.isfile(os.path.join(workdir, "eval_results.json"))
-
-
 def test_training_continues_from_a_model_only_checkpoint(tmp_path):
   # E.g. a converted reference checkpoint: weights and buffer, no optimizer.
   workdir = str(tmp_path / "run")

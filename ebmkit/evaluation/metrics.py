@@ -1,5 +1,7 @@
 """Scalar metrics: calibration, AUROC, Inception Score, FID (NumPy/SciPy)."""
 
+import warnings
+
 import numpy as np
 from scipy import linalg
 
@@ -74,11 +76,14 @@ def frechet_distance(features_a, features_b):
   b = np.asarray(features_b, np.float64)
   mu_a, mu_b = a.mean(0), b.mean(0)
   cov_a, cov_b = np.cov(a, rowvar=False), np.cov(b, rowvar=False)
-  root, _ = linalg.sqrtm(cov_a @ cov_b, disp=False)
-  if not np.isfinite(root).all():
-    # Near-singular products: regularise as common FID code does.
-    eye = np.eye(len(cov_a)) * 1e-6
-    root = linalg.sqrtm((cov_a + eye) @ (cov_b + eye))
+  with warnings.catch_warnings():
+    # Features with dead units give singular covariances; the regularised
+    # product below handles them, so SciPy's warning says nothing new.
+    warnings.simplefilter("ignore", linalg.LinAlgWarning)
+    root = linalg.sqrtm(cov_a @ cov_b)
+    if not np.isfinite(root).all():
+      eye = np.eye(len(cov_a)) * 1e-6
+      root = linalg.sqrtm((cov_a + eye) @ (cov_b + eye))
   root = np.real(root)
   return float(np.sum((mu_a - mu_b) ** 2)
                + np.trace(cov_a + cov_b - 2.0 * root))
