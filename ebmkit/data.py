@@ -10,6 +10,7 @@ import tensorflow as tf
 import tensorflow_datasets as tfds
 
 from ebmkit import datasets as embedded_datasets
+from ebmkit import gin_utils
 
 DEFAULT_DATASET = "sklearn_digits"
 
@@ -121,13 +122,7 @@ def dataset_info(name=DEFAULT_DATASET, data_dir=None):
 
 def configured(parameter, default):
   """The value gin binds to `load_dataset.<parameter>` (macros evaluated)."""
-  try:
-    value = gin.query_parameter(f"load_dataset.{parameter}")
-  except ValueError:
-    return default
-  if isinstance(value, gin.config.ConfigurableReference):
-    value = value.scoped_configurable_fn()
-  return value
+  return gin_utils.bound(f"load_dataset.{parameter}", default)
 
 
 def configured_name():

@@ -97,6 +97,18 @@ def parse(gin_files=(), gin_bindings=(), finalize=True):
   return paths
 
 
+def bound(name, default):
+  """The value gin binds to `name` ("configurable.parameter"), macros and
+  other references evaluated; `default` when unbound or None."""
+  try:
+    value = gin.query_parameter(name)
+  except ValueError:
+    return default
+  if isinstance(value, gin.config.ConfigurableReference):
+    value = value.scoped_configurable_fn()
+  return default if value is None else value
+
+
 def write_operative_config(workdir):
   """Writes gin's operative config next to the checkpoints."""
   os.makedirs(workdir, exist_ok=True)

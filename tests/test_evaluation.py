@@ -136,3 +136,25 @@ def test_inception_without_local_weights_is_explained(monkeypatch, tmp_path):
 def test_compare_needs_evaluated_workdirs(tmp_path):
   with pytest.raises(FileNotFoundError, match="--mode=eval"):
     report.compare([str(tmp_path)])
+
+
+def test_tfds_ood_sets_are_resized_to_the_input(monkeypatch):
+  import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
+  from ebmkit.evaluation import ood  # pylint: disable=g-import-not-at-top
+  with tfds.testing.mock_data(num_examples=6):
+    faces = ood.ood_set("celeb_a", np.zeros((1, 32, 32, 3)), 4)
+    grey = ood.ood_set("svhn_cropped", np.zeros((1, 8, 8, 1)), 4)
+  assert faces.shape == (4, 32, 32, 3) and grey.shape == (4, 8, 8, 1)
+  assert faces.min() >= -1 and faces.max() <= 1
+
+
+def test_synthetic_ood_sets():
+  from ebmkit.evaluation import ood  # pylint: disable=g-import-not-at-top
+  test = np.stack([np.full((8, 8, 1), -1.0), np.full((8, 8, 1), 1.0)])
+  interp = ood.synthetic_set("interp", test, 50)
+  # Each is the average of two of the images: -1, 0 or 1 everywhere.
+  assert set(np.unique(interp)) <= {-1.0, 0.0, 1.0}
+  constant = ood.synthetic_set("constant", test, 5)
+  assert np.all(constant.max(axis=(1, 2, 3)) == constant.min(axis=(1, 2, 3)))
+  photos = ood.synthetic_set("photos", test, 5)
+  assert photos.shape == (5, 8, 8, 1) and photos.std() > 0.05

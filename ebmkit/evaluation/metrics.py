@@ -54,11 +54,10 @@ def auroc(scores_in, scores_out):
   ranks = np.empty(len(values))
   ranks[order] = np.arange(1, len(values) + 1)
   # Tied values share their average rank.
-  unique, inverse = np.unique(values, return_inverse=True)
+  _, inverse = np.unique(values, return_inverse=True)
   ranks = (np.bincount(inverse, ranks) / np.bincount(inverse))[inverse]
   n_in, n_out = len(scores_in), len(scores_out)
   u = ranks[:n_in].sum() - n_in * (n_in + 1) / 2
-  del unique
   return float(u / (n_in * n_out))
 
 

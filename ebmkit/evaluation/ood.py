@@ -66,7 +66,7 @@ def synthetic_set(name, test_images, n, seed=0):
 def tfds_set(name, image_shape, n, split="test"):
   """The first n images of a TFDS data set, resized to `image_shape`."""
   ds, _ = data.tfds_load(name, f"{split}[:{n}]", supervised=False)
-  images = [example["image"].numpy() for example in ds]
+  images = [example["image"].numpy() for example in ds.take(n)]
   return np.concatenate([_to_shape(im[None], image_shape) for im in images])
 
 

@@ -11,6 +11,7 @@ import tensorflow as tf
 
 from ebmkit import checkpoints
 from ebmkit import data
+from ebmkit import gin_utils
 from ebmkit import images
 from ebmkit import train as train_lib
 from ebmkit.evaluation import adversarial
@@ -26,16 +27,6 @@ REPORT = "report.md"
 def _arrays(ds):
   xs, ys = zip(*[(x.numpy(), y.numpy()) for x, y in ds])
   return np.concatenate(xs), np.concatenate(ys)
-
-
-def _bound(name, default):
-  try:
-    value = gin.query_parameter(name)
-  except ValueError:
-    return default
-  if isinstance(value, gin.config.ConfigurableReference):
-    value = value.scoped_configurable_fn()
-  return default if value is None else value
 
 
 def _logits_fn(model):
@@ -56,6 +47,7 @@ def evaluate(workdir="ebmkit_runs/default", test_split="test",
              train_split=None, num_bins=15, ood_sets=None, ood_examples=500,
              linf_eps=(0.0, 0.05, 0.1, 0.2, 0.3, 0.5),
              l2_eps=(0.0, 0.5, 1.0, 2.0, 3.0, 4.0), pgd_steps=10,
+             pgd_step_size=None, pgd_random_start=True,
              pgd_examples=200, sgld_defense=True, defense_steps=10,
              defense_step_size=1.0, defense_noise=0.01, defense_duplicates=4,
              distal_per_class=4, distal_steps=500, sample_steps=1000,
@@ -84,7 +76,9 @@ def evaluate(workdir="ebmkit_runs/default", test_split="test",
       default per data set (ood.DEFAULT_SETS).
     ood_examples: examples per OOD set (and of the test set) scored.
     linf_eps, l2_eps: ε grids of the PGD threat models (inputs in [−1, 1]).
-    pgd_steps: PGD iterations (step size 2.5·ε/steps, random start).
+    pgd_steps: PGD iterations.
+    pgd_step_size: PGD step (default 2.5·ε/steps).
+    pgd_random_start: start each attack at a random point of the ε-ball.
     pgd_examples: test examples attacked.
     sgld_defense: also attack the defended classifier.
     defense_steps, defense_step_size, defense_noise, defense_duplicates: the
@@ -120,7 +114,7 @@ def evaluate(workdir="ebmkit_runs/default", test_split="test",
 
   # The independent judge: IS/FID features (unless Inception) and the judge
   # of class-conditional samples.
-  train_split = train_split or _bound("train.train_split", "train")
+  train_split = train_split or gin_utils.bound("train.train_split", "train")
   x_train, y_train = _arrays(data.load_dataset(split=train_split,
                                                training=False))
   judge, judge_accuracy = judge_lib.classifier_judge(
@@ -184,8 +178,9 @@ def evaluate(workdir="ebmkit_runs/default", test_split="test",
 
   if model.classifies:
     result["robustness"] = _robustness(
-        model, x_test, y_test, rng, figures, linf_eps, l2_eps, pgd_steps,
-        pgd_examples, sgld_defense, defense_steps, defense_step_size,
+        model, x_test, y_test, rng, figures, linf_eps, l2_eps,
+        dict(steps=pgd_steps, step_size=pgd_step_size,
+             random_start=pgd_random_start), pgd_examples, sgld_defense, defense_steps, defense_step_size,
         defense_noise, defense_duplicates, seed)
     distal, distal_probs, taken = adversarial.distal_adversarials(
         model, info.image_shape, info.num_classes, distal_per_class,
@@ -222,16 +217,18 @@ def _grid(x, path, columns=None):
       x, columns=columns, scale=images.default_scale(x.shape[1])))
 
 
-def _robustness(model, x_test, y_test, rng, figures, linf_eps, l2_eps, steps,
-                examples, defense, d_steps, d_step_size, d_noise, d_dups,
-                seed):
+def _robustness(model, x_test, y_test, rng, figures, linf_eps, l2_eps,
+                attack, examples, defense, d_steps, d_step_size, d_noise,
+                d_dups, seed):
   pick = rng.choice(len(x_test), min(examples, len(x_test)), replace=False)
   x, y = x_test[pick], y_test[pick]
   targets = {"undefended": _logits_fn(model)}
   if defense:
     targets["SGLD defence"] = adversarial.sgld_defended_logits(
         model, d_steps, d_step_size, d_noise, d_dups)
-  out = {"examples": int(len(x)), "pgd_steps": steps,
+  out = {"examples": int(len(x)), "pgd_steps": attack["steps"],
+         "pgd_step_size": attack["step_size"] or "2.5·ε/steps",
+         "pgd_random_start": attack["random_start"],
          "defense": {"steps": d_steps, "step_size": d_step_size,
                      "noise": d_noise, "duplicates": d_dups} if defense
                     else None}
@@ -243,8 +240,9 @@ def _robustness(model, x_test, y_test, rng, figures, linf_eps, l2_eps, steps,
       accs = []
       for eps in grid:
         x_adv = np.concatenate([
-            adversarial.pgd(fn, x[i:i + 100], y[i:i + 100], eps, norm, steps,
-                            seed=seed).numpy() for i in range(0, len(x), 100)])
+            adversarial.pgd(fn, x[i:i + 100], y[i:i + 100], eps, norm,
+                            seed=seed, **attack).numpy()
+            for i in range(0, len(x), 100)])
         accs.append(adversarial.accuracy(fn, x_adv, y, batch_size=100))
       out[norm][label] = {"eps": list(map(float, grid)), "accuracy": accs}
       curves[norm][label] = (list(grid), accs)
@@ -329,8 +327,10 @@ def render_report(name, r, workdir):
   if "robustness" in r:
     rb = r["robustness"]
     lines += ["## Adversarial robustness (PGD)", "",
-              f"{rb['examples']} test examples, {rb['pgd_steps']} PGD steps, "
-              "random start; ε in input units (data in [−1, 1]).", ""]
+              f"{rb['examples']} test examples, {rb['pgd_steps']} PGD steps of "
+              f"{rb['pgd_step_size']}, random start "
+              f"{'on' if rb['pgd_random_start'] else 'off'}; ε in input "
+              "units (data in [−1, 1]).", ""]
     for norm in ("linf", "l2"):
       eps = next(iter(rb[norm].values()))["eps"]
       lines += [f"| {norm} ε | " + " | ".join(f"{e:g}" for e in eps) + " |",
