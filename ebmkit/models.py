@@ -83,7 +83,7 @@ class EnergyModel(keras.Model):
     if self.classifies:
       tracked.append("accuracy")
     tracked.append("energy_data")
-    if self._draws_samples:
+    if self.draws_samples:
       tracked.append("energy_samples")
     self._trackers = {}
     for name in tracked:
@@ -105,7 +105,8 @@ class EnergyModel(keras.Model):
     return (self.clf_weight, self.px_weight, self.pxy_weight, self.l2_weight)
 
   @property
-  def _draws_samples(self):
+  def draws_samples(self):
+    """Whether training samples (a p(x) or p(x|y) term is on)."""
     return bool(self.px_weight or self.pxy_weight)
 
   @property

@@ -17,11 +17,16 @@ flags.DEFINE_multi_string(
 flags.DEFINE_string(
     "workdir", None, "Output folder (default: ebmkit_runs/<config name>). "
     "Running again on the same workdir resumes.")
-flags.DEFINE_enum("mode", "train", ["train", "eval", "compare"],
+flags.DEFINE_enum("mode", "train", ["train", "eval", "compare", "export"],
                   "train (or resume); eval: the full evaluation of the newest "
                   "checkpoint (report.md, figures/, results.json), configured "
                   "from the workdir's operative config; compare: one table of "
-                  "the evaluated --workdirs.")
+                  "the evaluated --workdirs; export: a SavedModel of the "
+                  "workdir's newest checkpoint to --export_dir.")
+flags.DEFINE_string("export_dir", None, "export mode: the SavedModel folder "
+                    "(default: <workdir>/export).")
+flags.DEFINE_float("detection_fpr", 0.05, "export mode: target false-positive "
+                   "rate of the calibrated detection threshold.")
 flags.DEFINE_list("workdirs", [], "compare mode: evaluated workdirs, "
                   "comma-separated.")
 FLAGS = flags.FLAGS
@@ -38,7 +43,7 @@ def main(argv):
   gin_files = FLAGS.gin_file or [gin_utils.DEFAULT_GIN_FILE]
   workdir = FLAGS.workdir or os.path.join(
       "ebmkit_runs", pathlib.Path(gin_files[0]).stem)
-  if FLAGS.mode == "eval" and not FLAGS.gin_file:
+  if FLAGS.mode in ("eval", "export") and not FLAGS.gin_file:
     saved = os.path.join(workdir, gin_utils.OPERATIVE_CONFIG)
     if os.path.isfile(saved):
       gin_files = [saved]
@@ -53,6 +58,12 @@ def main(argv):
     gin_utils.parse(gin_files, FLAGS.gin_bindings)
     if FLAGS.mode == "train":
       train_lib.train(workdir=workdir)
+    elif FLAGS.mode == "export":
+      from ebmkit import export  # pylint: disable=g-import-not-at-top
+      export_dir = FLAGS.export_dir or os.path.join(workdir, "export")
+      meta = export.export_workdir(workdir, export_dir, FLAGS.detection_fpr)
+      print(f"Exported {export_dir} with signatures "
+            f"{', '.join(meta['signatures'])}.")
     else:
       result = report.evaluate(workdir=workdir)
       print(f"Wrote {os.path.join(workdir, report.REPORT)} "

@@ -17,3 +17,22 @@ def clean_gin():
   gin.clear_config()
   yield
   gin.clear_config()
+
+
+@pytest.fixture(scope="session")
+def trained(tmp_path_factory):
+  """JEM on the digits for 4 epochs (about 10 s), shared by the tests of
+  evaluation and export: (workdir, restored model, 100 test images, labels).
+  """
+  from ebmkit import checkpoints, data, gin_utils, train  # pylint: disable=g-import-not-at-top
+  workdir = str(tmp_path_factory.mktemp("jem"))
+  gin.clear_config()
+  gin_utils.parse(["jem_digits.gin"], ["EPOCHS = 4", "BUFFER_SIZE = 500",
+                                       "train.checkpoint_every_steps = 0"])
+  train.train(workdir=workdir)
+  model = train.build_model(data.dataset_info())
+  checkpoints.restore_model(model, workdir)
+  x, y = next(iter(data.load_dataset(split="test", batch_size=360,
+                                     training=False)))
+  gin.clear_config()
+  return workdir, model, x.numpy()[:100], y.numpy()[:100]

@@ -4,11 +4,10 @@ import json
 import os
 import shutil
 
-import gin
 import numpy as np
 import pytest
 
-from ebmkit import data, gin_utils, train as train_lib
+from ebmkit import gin_utils
 from ebmkit.evaluation import adversarial, report
 
 TINY_EVAL = ["evaluate.sample_steps = 20", "evaluate.num_samples = 64",
@@ -17,24 +16,6 @@ TINY_EVAL = ["evaluate.sample_steps = 20", "evaluate.num_samples = 64",
              "evaluate.defense_steps = 2", "evaluate.defense_duplicates = 2",
              "evaluate.distal_per_class = 1", "evaluate.distal_steps = 30",
              "evaluate.judge_epochs = 2", "evaluate.ood_examples = 64"]
-
-
-@pytest.fixture(scope="module")
-def trained(tmp_path_factory):
-  """JEM on the digits for 4 epochs (about 10 s)."""
-  workdir = str(tmp_path_factory.mktemp("jem"))
-  gin.clear_config()
-  gin_utils.parse(["jem_digits.gin"], ["EPOCHS = 4", "BUFFER_SIZE = 500",
-                                       "train.checkpoint_every_steps = 0"])
-  train_lib.train(workdir=workdir)
-  info = data.dataset_info()
-  model = train_lib.build_model(info)
-  from ebmkit import checkpoints  # pylint: disable=g-import-not-at-top
-  checkpoints.restore_model(model, workdir)
-  x, y = next(iter(data.load_dataset(split="test", batch_size=360,
-                                     training=False)))
-  gin.clear_config()
-  return workdir, model, x.numpy()[:100], y.numpy()[:100]
 
 
 def logits_of(model):

@@ -80,7 +80,10 @@ def evaluate(workdir="ebmkit_runs/default", test_split="test",
     pgd_step_size: PGD step (default 2.5·ε/steps).
     pgd_random_start: start each attack at a random point of the ε-ball.
     pgd_examples: test examples attacked.
-    sgld_defense: also attack the defended classifier.
+    sgld_defense: also attack the defended classifier (for models trained
+      with sampling only: on a plain classifier's untrained energy the
+      refinement is not density-guided, and its figure would measure
+      gradient masking).
     defense_steps, defense_step_size, defense_noise, defense_duplicates: the
       defence's SGLD refinement.
     distal_per_class: distal adversarials per class.
@@ -223,6 +226,7 @@ def _robustness(model, x_test, y_test, rng, figures, linf_eps, l2_eps,
   pick = rng.choice(len(x_test), min(examples, len(x_test)), replace=False)
   x, y = x_test[pick], y_test[pick]
   targets = {"undefended": _logits_fn(model)}
+  defense = defense and model.draws_samples
   if defense:
     targets["SGLD defence"] = adversarial.sgld_defended_logits(
         model, d_steps, d_step_size, d_noise, d_dups)

@@ -1,0 +1,210 @@
+"""SavedModel export with named signatures, for serving without ebmkit."""
+
+import json
+import os
+
+import keras
+import tensorflow as tf
+
+from ebmkit import sampling
+
+SIGNATURES = ("classify", "energy", "log_px", "ood_score", "sample",
+              "conditional_density", "detect")
+
+
+def _validated(x, data_range, tolerance, sample_shape):
+  """Input checks that run inside the SavedModel (InvalidArgument errors).
+
+  The signature's TensorSpec alone does not stop other image sizes: the
+  convolutional backbones accept them and would answer silently.
+  """
+  low, high = data_range
+  checks = [
+      tf.debugging.assert_equal(
+          tf.shape(x)[1:], tf.constant(sample_shape, tf.int32),
+          message=f"ebmkit: x must have shape [n, "
+                  f"{', '.join(map(str, sample_shape))}]."),
+      tf.debugging.assert_all_finite(x, "ebmkit: x contains NaN or Inf."),
+      tf.debugging.assert_greater_equal(
+          tf.reduce_min(x), low - tolerance,
+          message=f"ebmkit: x must be scaled to [{low}, {high}] "
+                  "(pixel / 127.5 - 1); found a value below."),
+      tf.debugging.assert_less_equal(
+          tf.reduce_max(x), high + tolerance,
+          message=f"ebmkit: x must be scaled to [{low}, {high}] "
+                  "(pixel / 127.5 - 1); found a value above."),
+  ]
+  with tf.control_dependencies(checks):
+    return tf.identity(x)
+
+
+def export(model, export_dir, detection=None, data_range=(-1.0, 1.0),
+           tolerance=0.5, max_sample_steps=10000):
+  """Writes `model` as a SavedModel with named signatures.
+
+  Signatures (inputs → outputs; x is float32 [n, H, W, C] in the data range):
+    classify(x) → logits, probabilities, predicted_class;
+    energy(x) → energy E(x) and class_energy E(x, y) [n, K];
+    log_px(x) → log_px (unnormalised);
+    ood_score(x) → log_px, max_prob, neg_grad_norm (higher = in-distribution);
+    sample(num_samples, steps, class_id) → samples: fresh SGLD chains from
+      U(low, high), class-conditional if class_id >= 0 (−1: unconditional);
+    conditional_density(x, beta) → probabilities p(y|x) ∝ exp(−β E(x, y));
+    detect(x, y) → compatible (E(x, y) <= threshold), energy, threshold.
+  Unconditional (scalar-energy) models get energy, log_px, ood_score and
+  sample only.
+
+  Args:
+    model: a built, trained `EnergyModel`.
+    export_dir: output folder.
+    detection: optional dict from `inference.calibrate_detection`; its
+      threshold is saved in the model (else `detect` is not exported).
+    data_range: valid input range; values beyond it by more than `tolerance`,
+      NaN and Inf are rejected with InvalidArgument errors.
+    tolerance: slack beyond the data range.
+    max_sample_steps: largest `steps` the sample signature accepts.
+
+  Returns:
+    The list of exported signature names.
+  """
+  shape = (None,) + tuple(model.replay_buffer.sample_shape)
+  x_spec = tf.TensorSpec(shape, tf.float32, name="x")
+  archive = keras.export.ExportArchive()
+  archive.track(model)
+  classifies = model.classifies
+  check = lambda x: _validated(x, data_range, tolerance, list(shape[1:]))
+  names = []
+
+  def add(name, fn, signature):
+    archive.add_endpoint(name=name, fn=fn, input_signature=signature)
+    names.append(name)
+
+  if classifies:
+    def classify(x):
+      logits = model(check(x))["logits"]
+      return {"logits": logits, "probabilities": tf.nn.softmax(logits),
+              "predicted_class": tf.argmax(logits, -1, output_type=tf.int32)}
+    add("classify", classify, [x_spec])
+
+  def energy(x):
+    out = model(check(x))
+    result = {"energy": out["energy"]}
+    if classifies:
+      result["class_energy"] = out["class_energy"]
+    return result
+  add("energy", energy, [x_spec])
+  add("log_px", lambda x: {"log_px": model(check(x))["log_px"]}, [x_spec])
+
+  def ood_score(x):
+    x = check(x)
+    with tf.GradientTape() as tape:
+      tape.watch(x)
+      out = model(x)
+      total = tf.reduce_sum(out["log_px"])
+    grad = tape.gradient(total, x)
+    result = {"log_px": out["log_px"], "neg_grad_norm": -tf.sqrt(
+        tf.reduce_sum(tf.square(grad), axis=[1, 2, 3]))}
+    if classifies:
+      result["max_prob"] = tf.reduce_max(tf.exp(out["log_pyx"]), -1)
+    return result
+  add("ood_score", ood_score, [x_spec])
+
+  def sample(num_samples, steps, class_id):
+    checks = [
+        tf.debugging.assert_positive(num_samples,
+                                     "ebmkit: num_samples must be >= 1."),
+        tf.debugging.assert_non_negative(steps, "ebmkit: steps must be >= 0."),
+        tf.debugging.assert_less_equal(
+            steps, max_sample_steps,
+            f"ebmkit: steps must be <= {max_sample_steps}."),
+    ]
+    if classifies:
+      checks.append(tf.debugging.assert_less(
+          class_id, model.num_classes,
+          f"ebmkit: class_id must be -1 or in [0, {model.num_classes})."))
+    checks.append(tf.debugging.assert_greater_equal(
+        class_id, -1, "ebmkit: class_id must be -1 or a class index."))
+    with tf.control_dependencies(checks):
+      starts = tf.random.uniform(tf.concat([[num_samples], shape[1:]], 0),
+                                 *data_range)
+    energy_fn = lambda v: model.energy(v)
+    if classifies:
+      labels = tf.fill([num_samples], tf.maximum(class_id, 0))
+      conditional = lambda v: model.class_energy(v, labels)
+      energy_fn = lambda v: tf.cond(class_id >= 0, lambda: conditional(v),
+                                    lambda: model.energy(v))
+    return {"samples": model.sampler(starts, energy_fn=energy_fn,
+                                     steps=steps)}
+  scalar = lambda name: tf.TensorSpec([], tf.int32, name=name)
+  add("sample", sample, [scalar("num_samples"), scalar("steps"),
+                         scalar("class_id")])
+
+  if classifies:
+    def conditional_density(x, beta):
+      return {"probabilities": tf.nn.softmax(
+          -beta * model(check(x))["class_energy"], -1)}
+    add("conditional_density", conditional_density,
+        [x_spec, tf.TensorSpec([], tf.float32, name="beta")])
+    if detection is not None:
+      threshold = tf.Variable(float(detection["threshold"]), trainable=False,
+                              name="detection_threshold")
+      archive.track(threshold)
+
+      def detect(x, y):
+        checks = [tf.debugging.assert_non_negative(
+            y, "ebmkit: y must be class indices >= 0."),
+                  tf.debugging.assert_less(
+                      y, model.num_classes,
+                      f"ebmkit: y must be < {model.num_classes}.")]
+        with tf.control_dependencies(checks):
+          e = -tf.gather(model(check(x))["logits"], y, batch_dims=1)
+        return {"compatible": e <= threshold, "energy": e,
+                "threshold": tf.identity(threshold)}
+      add("detect", detect, [x_spec, tf.TensorSpec([None], tf.int32,
+                                                    name="y")])
+  archive.write_out(export_dir, verbose=False)
+  meta = {"signatures": names, "input_shape": list(shape[1:]),
+          "data_range": list(data_range), "detection": detection}
+  with open(os.path.join(export_dir, "ebmkit_export.json"), "w") as f:
+    json.dump(meta, f, indent=2)
+  return names
+
+
+def export_workdir(workdir, export_dir, detection_fpr=0.05,
+                   calibration_split=None):
+  """Restores a trained workdir's newest checkpoint and exports it.
+
+  For classifiers, the detection threshold is calibrated first on held-out
+  data (`calibration_split`, default: the bound train.validation_split, else
+  the test split) for `detection_fpr`, written to `workdir/detection.json`
+  and saved in the SavedModel (`detect` signature).
+
+  Returns:
+    The export's metadata (signatures, input shape, detection).
+  """
+  from ebmkit import checkpoints  # pylint: disable=g-import-not-at-top
+  from ebmkit import data  # pylint: disable=g-import-not-at-top
+  from ebmkit import gin_utils  # pylint: disable=g-import-not-at-top
+  from ebmkit import inference  # pylint: disable=g-import-not-at-top
+  from ebmkit import train  # pylint: disable=g-import-not-at-top
+  import numpy as np  # pylint: disable=g-import-not-at-top
+  split = calibration_split or gin_utils.bound(
+      "train.validation_split", None) or gin_utils.bound(
+          "train.test_split", "test")
+  ds, info = data.load_dataset(split=split, training=False, with_info=True)
+  model = train.build_model(info)
+  if checkpoints.restore_model(model, workdir) is None:
+    raise FileNotFoundError(
+        f"No checkpoint in {os.path.join(workdir, 'checkpoints')}: train "
+        f"first (python -m ebmkit.run --workdir={workdir}).")
+  detection = None
+  if model.classifies and detection_fpr:
+    xs, ys = zip(*[(x.numpy(), y.numpy()) for x, y in ds])
+    detection = inference.calibrate_detection(
+        model, np.concatenate(xs), np.concatenate(ys), detection_fpr)
+    detection["calibration_split"] = split
+    with open(os.path.join(workdir, "detection.json"), "w") as f:
+      json.dump(detection, f, indent=2)
+  export(model, export_dir, detection=detection)
+  with open(os.path.join(export_dir, "ebmkit_export.json")) as f:
+    return json.load(f)
