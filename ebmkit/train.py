@@ -193,3 +193,24 @@ def train(workdir="ebmkit_runs/default", train_split="train",
           f"{results['test_accuracy']:.4f}")
   write_json(os.path.join(workdir, RESULTS_FILE), results)
   return results
+
+
+def load_model(workdir):
+  """The trained model of a workdir, ready to use from Python.
+
+  Parses the workdir's operative_config.gin (replacing gin's current
+  config), rebuilds the model and restores the newest checkpoint.
+
+  Raises:
+    FileNotFoundError: no operative config or no checkpoint in `workdir`.
+  """
+  config = os.path.join(workdir, gin_utils.OPERATIVE_CONFIG)
+  if not os.path.isfile(config):
+    raise FileNotFoundError(f"{config} does not exist: is {workdir} a "
+                            "workdir written by ebmkit's train?")
+  gin.clear_config()
+  gin_utils.parse([config])
+  model = build_model(data.dataset_info(data.configured_name()))
+  if checkpoints.restore_model(model, workdir) is None:
+    raise FileNotFoundError(f"No checkpoint in {workdir}/checkpoints.")
+  return model

@@ -192,3 +192,22 @@ def test_unconditional_model_exports_its_energy_signatures(tmp_path):
   assert names == ["energy", "log_px", "ood_score", "sample"]
   with open(tmp_path / "igebm" / "ebmkit_export.json") as f:
     assert json.load(f)["input_shape"] == [8, 8, 1]
+
+
+def test_readme_rest_request_body_fits_the_classify_signature(exported,
+                                                              tmp_path):
+  # The README's line that writes request.json, run as written.
+  line = ("import json, numpy as np; print(json.dumps({'signature_name': "
+          "'classify', 'instances': np.zeros((1, 8, 8, 1)).tolist()}))")
+  readme = open(os.path.join(os.path.dirname(os.path.dirname(
+      os.path.abspath(__file__))), "README.md")).read()
+  assert line in readme
+  body = json.loads(subprocess.run([sys.executable, "-c", line],
+                                   capture_output=True, text=True,
+                                   check=True).stdout)
+  # TF Serving's row format: one instance per example, stacked into a batch.
+  loaded = tf.saved_model.load(exported[0])
+  batch = tf.constant(np.array(body["instances"], np.float32))
+  result = loaded.signatures[body["signature_name"]](x=batch)
+  expected = exported[2](np.zeros((1, 8, 8, 1), np.float32))["logits"]
+  np.testing.assert_allclose(result["logits"], expected, atol=1e-5)
