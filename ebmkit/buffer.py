@@ -40,6 +40,8 @@ class ReplayBuffer(keras.layers.Layer):
   def __init__(self, size=10000, reinit_prob=0.05, num_classes=None,
                data_range=(-1.0, 1.0), seed=None, init="uniform",
                init_components=None, init_covariance="full", **kwargs):
+    # Chains and stored samples stay float32 under a mixed-precision policy.
+    kwargs.setdefault("dtype", "float32")
     super().__init__(**kwargs)
     if size < 1:
       raise ValueError(f"ReplayBuffer.size must be >= 1, got {size}.")

@@ -33,8 +33,14 @@ class EnergyHead(keras.layers.Layer):
 
   classifies = True
 
+  def __init__(self, **kwargs):
+    # LogSumExp over float32 logits even under a mixed-precision policy
+    # (Keras casts a layer's inputs to its compute dtype).
+    kwargs.setdefault("dtype", "float32")
+    super().__init__(**kwargs)
+
   def call(self, logits):
-    logits = ops.convert_to_tensor(logits)
+    logits = ops.cast(logits, "float32")  # LogSumExp in float32 always.
     energy = energy_from_logits(logits)
     return {
         "energy": energy,
@@ -47,10 +53,10 @@ class EnergyHead(keras.layers.Layer):
     batch, classes = logits.shape[0], logits.shape[-1]
     spec = keras.KerasTensor
     return {
-        "energy": spec((batch,), logits.dtype),
-        "class_energy": spec((batch, classes), logits.dtype),
-        "log_px": spec((batch,), logits.dtype),
-        "log_pyx": spec((batch, classes), logits.dtype),
+        "energy": spec((batch,), "float32"),
+        "class_energy": spec((batch, classes), "float32"),
+        "log_px": spec((batch,), "float32"),
+        "log_pyx": spec((batch, classes), "float32"),
     }
 
 
@@ -71,6 +77,7 @@ class ScalarEnergyHead(keras.layers.Layer):
   classifies = False
 
   def __init__(self, use_bias=True, spectral_norm=False, **kwargs):
+    kwargs.setdefault("dtype", "float32")  # See EnergyHead.
     super().__init__(**kwargs)
     self.use_bias = use_bias
     self.spectral_norm = spectral_norm
@@ -84,14 +91,15 @@ class ScalarEnergyHead(keras.layers.Layer):
     self.readout.build(self.flatten.compute_output_shape(input_shape))
 
   def call(self, features, training=False):
-    score = self.readout(self.flatten(features), training=training)[:, 0]
+    score = ops.cast(self.readout(self.flatten(features),
+                                  training=training)[:, 0], "float32")
     return {"energy": -score, "log_px": score}
 
   def compute_output_spec(self, features, training=False):
     batch = features.shape[0]
     spec = keras.KerasTensor
-    return {"energy": spec((batch,), features.dtype),
-            "log_px": spec((batch,), features.dtype)}
+    return {"energy": spec((batch,), "float32"),
+            "log_px": spec((batch,), "float32")}
 
   def get_config(self):
     return {**super().get_config(), "use_bias": self.use_bias,

@@ -92,6 +92,9 @@ class EnergyModel(keras.Model):
       else:
         self._trackers[name] = keras.metrics.Mean(name)
     self._samplers = {}
+    # Python-side counters: they grow only when TensorFlow traces (compiles)
+    # the step or a sampler, so a test can see retracing.
+    self.trace_counts = {"train_step": 0, "test_step": 0, "sample": 0}
 
   # -- structure -------------------------------------------------------------
 
@@ -133,8 +136,13 @@ class EnergyModel(keras.Model):
     self.sampler.build(input_shape)
     self.built = True
 
+  def _backbone(self, x, training=False):
+    # Under a mixed-precision policy the backbone computes in bfloat16;
+    # energies, LogSumExp and the loss stay float32.
+    return tf.cast(self.backbone(x, training=training), tf.float32)
+
   def call(self, x, training=False):
-    out = self.backbone(x, training=training)
+    out = self._backbone(x, training=training)
     result = dict(self.head(out))
     result["logits" if self.classifies else "features"] = out
     return result
@@ -149,12 +157,12 @@ class EnergyModel(keras.Model):
 
   def energy(self, x, training=False):
     """E(x), shape [batch]."""
-    return self.head(self.backbone(x, training=training))["energy"]
+    return self.head(self._backbone(x, training=training))["energy"]
 
   def class_energy(self, x, y, training=False):
     """E(x, y) = -f(x)[y] for int labels y [batch]."""
     self._require_classes("class_energy")
-    logits = self.backbone(x, training=training)
+    logits = self._backbone(x, training=training)
     return energy_lib.class_energy_from_logits(logits, y)
 
   def log_px(self, x):
@@ -207,10 +215,9 @@ class EnergyModel(keras.Model):
     jit_compile = sampling.resolve_jit_compile(jit_compile)
     key = (conditional, jit_compile)
     if key not in self._samplers:
-      if conditional:
-        fn = lambda x0, labels, n: self._chain(x0, labels, n)
-      else:
-        fn = lambda x0, labels, n: self._chain(x0, None, n)
+      def fn(x0, labels, n):
+        self.trace_counts["sample"] += 1
+        return self._chain(x0, labels if conditional else None, n)
       self._samplers[key] = tf.function(fn, jit_compile=jit_compile,
                                         reduce_retracing=True)
     labels = y if conditional else tf.zeros([num_samples], tf.int32)
@@ -224,6 +231,7 @@ class EnergyModel(keras.Model):
       self.build(tuple(x.shape))
 
   def train_step(self, data):
+    self.trace_counts["train_step"] += 1
     x, y, _ = keras.utils.unpack_x_y_sample_weight(data)
     self._build_for(x)
     batch_size = tf.shape(x)[0]
@@ -250,7 +258,7 @@ class EnergyModel(keras.Model):
     with tf.GradientTape() as tape:
       # One forward pass over data and samples together.
       inputs = tf.concat([x] + [c[1] for c in chains], axis=0)
-      out = self.backbone(inputs, training=True)
+      out = self._backbone(inputs, training=True)
       terms, data_out, energy_samples = self._loss_terms(out, y, chains)
       loss = tf.add_n([w * terms[t] for t, w in zip(_TERMS, self._term_weights)
                        if w])
@@ -325,9 +333,10 @@ class EnergyModel(keras.Model):
             if m.name != "energy_samples" or energy_samples is not None}
 
   def test_step(self, data):
+    self.trace_counts["test_step"] += 1
     x, y, _ = keras.utils.unpack_x_y_sample_weight(data)
     self._build_for(x)
-    out = self.backbone(x, training=False)
+    out = self._backbone(x, training=False)
     terms = {"energy_data": tf.reduce_mean(self.head(out)["energy"])}
     loss = tf.constant(0.0)
     if self.classifies and y is not None:

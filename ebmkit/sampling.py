@@ -27,6 +27,8 @@ class LangevinSampler(keras.layers.Layer):
 
   def __init__(self, steps=20, step_size=1.0, noise=0.01, grad_clip=None,
                clip_range=None, seed=None, **kwargs):
+    # Chains and stored samples stay float32 under a mixed-precision policy.
+    kwargs.setdefault("dtype", "float32")
     super().__init__(**kwargs)
     if steps < 0:
       raise ValueError(f"LangevinSampler.steps must be >= 0, got {steps}.")

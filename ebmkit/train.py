@@ -86,7 +86,7 @@ def _floats(logs):
 @gin.configurable
 def train(workdir="ebmkit_runs/default", train_split="train",
           test_split="test", validation_split=None, epochs=20, optimizer=None,
-          jit_compile="auto",
+          jit_compile="auto", mixed_precision=None,
           checkpoint_every_steps=200, keep_checkpoints=3,
           sample_grid_images=64, seed=0, verbose="auto"):
   """Trains an EnergyModel with `model.fit`, resuming from `workdir`.
@@ -108,6 +108,8 @@ def train(workdir="ebmkit_runs/default", train_split="train",
     optimizer: a Keras optimizer (default Adam, learning rate 1e-4).
     jit_compile: compile the train step (SGLD included) with XLA; "auto":
       on a GPU/TPU, not on the CPU (see `sampling.resolve_jit_compile`).
+    mixed_precision: None (float32) or "mixed_bfloat16": bfloat16 compute,
+      float32 variables, energies and loss (sets Keras' global policy).
     checkpoint_every_steps: also checkpoint every this many steps (0: only at
       epoch ends).
     keep_checkpoints: number of checkpoints kept.
@@ -123,6 +125,8 @@ def train(workdir="ebmkit_runs/default", train_split="train",
   if seed is not None:
     keras.utils.set_random_seed(seed)
   started = time.time()
+  if mixed_precision:
+    keras.mixed_precision.set_global_policy(mixed_precision)
   train_ds, info = data.load_dataset(split=train_split, training=True,
                                      with_info=True)
   test_ds = data.load_dataset(split=test_split, training=False)

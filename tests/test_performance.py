@@ -1,0 +1,85 @@
+"""Fast paths give the plain paths' numbers, and nothing retraces."""
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from ebmkit import backbones, buffer, data, models, sampling
+
+
+def small_jem(seed=0, noise=0.0, reinit_prob=0.0):
+  keras.utils.set_random_seed(seed)
+  model = models.EnergyModel(
+      backbones.small_convnet(10, widths=(8, 16)),
+      replay_buffer=buffer.ReplayBuffer(64, reinit_prob=reinit_prob, seed=1),
+      sampler=sampling.LangevinSampler(5, 1.0, noise, seed=2))
+  model.build((None, 8, 8, 1))
+  return model
+
+
+@pytest.mark.parametrize("jit_compile", [False, True])
+def test_train_and_test_steps_trace_once_across_steps_and_epochs(jit_compile):
+  model = small_jem(noise=0.01, reinit_prob=0.05)
+  model.compile(optimizer=keras.optimizers.Adam(1e-3), jit_compile=jit_compile)
+  # With its variables made up front (as ebmkit.train does), the optimizer
+  # creates none inside the first trace, which would make TensorFlow trace
+  # the step a second time.
+  model.optimizer.build(model.trainable_variables)
+  train = data.load_dataset(split="train[:256]", batch_size=32)
+  test = data.load_dataset(split="test", batch_size=120, training=False)
+  model.fit(train, epochs=3, validation_data=test, verbose=0)  # 24 steps.
+  model.evaluate(test, verbose=0)
+  model.fit(train, epochs=1, verbose=0)  # A later fit call reuses it too.
+  assert int(model.optimizer.iterations.numpy()) == 32
+  assert model.trace_counts["train_step"] == 1
+  assert model.trace_counts["test_step"] == 1
+  for steps in (3, 7, 11):
+    model.sample(16, steps=steps)
+  assert model.trace_counts["sample"] == 1
+
+
+def test_xla_train_step_matches_the_plain_one():
+  # Noise-free SGLD and ρ = 0 make the step deterministic, so the XLA and the
+  # plain graph must agree to float tolerance (TensorFlow's RNG differs
+  # between them, hence no noise here).
+  x = np.random.default_rng(0).uniform(-1, 1, (16, 8, 8, 1)).astype(np.float32)
+  y = np.arange(16) % 10
+  results = []
+  for jit in (False, True):
+    model = small_jem()
+    model.replay_buffer.samples.assign(
+        np.full(model.replay_buffer.samples.shape, 0.1, np.float32))
+    model.compile(optimizer=keras.optimizers.SGD(0.1), jit_compile=jit)
+    logs = model.train_on_batch(x, y, return_dict=True)
+    results.append((logs, [w.numpy() for w in model.trainable_weights]))
+  (plain_logs, plain_w), (xla_logs, xla_w) = results
+  for key in plain_logs:
+    np.testing.assert_allclose(xla_logs[key], plain_logs[key], rtol=1e-4,
+                               atol=1e-5)
+  for a, b in zip(plain_w, xla_w):
+    np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
+
+
+def test_bfloat16_energies_are_within_tolerance_of_float32():
+  x = np.random.default_rng(1).uniform(-1, 1, (32, 8, 8, 1)).astype(np.float32)
+  reference = small_jem()
+  try:
+    keras.mixed_precision.set_global_policy("mixed_bfloat16")
+    mixed = small_jem()
+    mixed.set_weights(reference.get_weights())
+    out, ref = mixed(x), reference(x)
+    # Energies and log p(y|x) come out float32.
+    assert out["energy"].dtype == tf.float32
+    assert mixed.backbone.layers[0].compute_dtype == "bfloat16"
+    # bfloat16 keeps 8 bits of mantissa: ~0.4% per operation. Stated
+    # tolerance: 2% of the energy's scale.
+    scale = np.abs(ref["energy"]).mean()
+    np.testing.assert_allclose(out["energy"], ref["energy"], atol=0.02 * scale)
+    np.testing.assert_allclose(out["log_pyx"], ref["log_pyx"], atol=0.05)
+    mixed.compile(optimizer=keras.optimizers.Adam(1e-3), jit_compile=False)
+    logs = mixed.train_on_batch(x, np.arange(32) % 10, return_dict=True)
+    assert np.isfinite(logs["loss"])
+    assert mixed.trainable_weights[0].dtype == "float32"
+  finally:
+    keras.mixed_precision.set_global_policy("float32")
