@@ -83,3 +83,26 @@ def test_bfloat16_energies_are_within_tolerance_of_float32():
     assert mixed.trainable_weights[0].dtype == "float32"
   finally:
     keras.mixed_precision.set_global_policy("float32")
+
+
+def test_benchmark_tool_reports_every_figure(tmp_path):
+  import json, os, subprocess, sys  # pylint: disable=g-import-not-at-top,multiple-imports
+  repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+  out = tmp_path / "bench.jsonl"
+  proc = subprocess.run(
+      [sys.executable, os.path.join(repo, "tools", "benchmark.py"),
+       "--gin_file=jem_digits.gin", "--gin_bindings=BUFFER_SIZE = 100",
+       "--gin_bindings=SGLD_STEPS = 3", "--iterations=2", "--warmup=1",
+       f"--json_out={out}"], capture_output=True, text=True, timeout=300)
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  result = json.loads(out.read_text().splitlines()[-1])
+  assert result["sgld_steps"] == 3 and result["batch_size"] == 64
+  for key in ("s_per_iteration", "s_per_sgld_step", "s_per_update"):
+    assert 0 < result[key]["min"] <= result[key]["median"] <= result[key]["max"]
+  assert result["efficiency"] > 0 and result["peak_memory_mb"] > 0
+  # The FLOP count of the small convnet by hand: conv0 8·8·9·1·32 MACs,
+  # conv1 4·4·9·32·64, conv2 2·2·9·64·128, logits 128·10, ×2 FLOPs, plus
+  # the profiler's bias adds and pooling: within 5% of the MAC count × 2.
+  macs = 8 * 8 * 9 * 32 + 4 * 4 * 9 * 32 * 64 + 2 * 2 * 9 * 64 * 128 + 1280
+  expected = 2 * macs * 64 * (2 * 3 + 6) / 1e9
+  assert abs(result["model_gflops_per_iteration"] - expected) < 0.05 * expected

@@ -1,16 +1,30 @@
-"""Seconds per training iteration of a shipped config, on synthetic data.
+"""Benchmark of a config's training iteration and of its parts, on synthetic data.
 
-  python tools/benchmark.py --gin_file=jem_digits.gin [--gin_bindings=...] \\
-      [--jit_compile=auto|true|false] [--iterations=20] [--warmup=3]
+  python tools/benchmark.py --gin_file=jem_cifar10.gin \\
+      --gin_bindings='DEPTH = 10' --gin_bindings='WIDTH = 2' \\
+      --gin_bindings='BATCH_SIZE = 32' --gin_bindings='BUFFER_SIZE = 1000' \\
+      [--jit_compile=auto|true|false] [--mixed_precision=mixed_bfloat16] \\
+      [--iterations=20] [--warmup=3] [--json_out=FILE]
 
-Builds the configured model for the configured data set's image shape, feeds
-it random images in [-1, 1] with random labels (no input pipeline in the
-measurement) and reports the median, min and max of `--iterations` timed
-training steps after `--warmup` untimed ones (the first compiles).
+Feeds the configured model random images of the configured data set's shape
+(no input pipeline in the measurement) and reports, as one JSON line:
+  - seconds per training iteration: median, min, max of --iterations after
+    --warmup untimed ones (the first compiles);
+  - SGLD steps per second of the standalone sampler (a batch of chains);
+  - the parts, timed alone the same way: one SGLD step (forward and backward
+    to the input for a batch) and one parameter update (the iteration with
+    η = 0 SGLD steps: buffer draw and write, forward and backward on data and
+    samples, optimizer); efficiency = (η·t_sgld_step + t_update) / t_iteration;
+  - peak memory (GPU allocator peak on a GPU; process peak RSS on the CPU);
+  - model FLOPs per iteration (TensorFlow's profiler count of one forward
+    pass × (2η + 6): an SGLD step is a forward and an input-gradient pass,
+    the update a forward and a backward over data and samples, twice the
+    batch) and, on a GPU, the achieved fraction of --peak_tflops.
 """
 
 import json
 import os
+import resource
 import statistics
 import time
 
@@ -24,9 +38,43 @@ flags.DEFINE_multi_string("gin_file", ["jem_digits.gin"], "Config(s).")
 flags.DEFINE_multi_string("gin_bindings", [], "Extra gin bindings.")
 flags.DEFINE_enum("jit_compile", "auto", ["auto", "true", "false"],
                   "XLA for the train step (auto: on a GPU only).")
-flags.DEFINE_integer("iterations", 20, "Timed training steps.")
-flags.DEFINE_integer("warmup", 3, "Untimed steps first (compilation).")
+flags.DEFINE_string("mixed_precision", None, "e.g. mixed_bfloat16.")
+flags.DEFINE_integer("iterations", 20, "Timed repetitions of each measure.")
+flags.DEFINE_integer("warmup", 3, "Untimed repetitions first (compilation).")
+flags.DEFINE_float("peak_tflops", 0.0, "The device's peak dense TFLOP/s in "
+                   "the benchmark's precision (for the achieved fraction).")
+flags.DEFINE_string("json_out", None, "Also append the JSON line to a file.")
 FLAGS = flags.FLAGS
+
+
+def _time(fn, iterations, warmup):
+  for _ in range(warmup):
+    fn()
+  times = []
+  for _ in range(iterations):
+    start = time.perf_counter()
+    fn()
+    times.append(time.perf_counter() - start)
+  return times
+
+
+def _summary(times):
+  return {"median": round(statistics.median(times), 5),
+          "min": round(min(times), 5), "max": round(max(times), 5)}
+
+
+def forward_flops(model, example_shape):
+  """FLOPs of one forward pass of the backbone for one example."""
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  from tensorflow.python.profiler import model_analyzer  # pylint: disable=g-import-not-at-top
+  from tensorflow.python.profiler import option_builder  # pylint: disable=g-import-not-at-top
+  fn = tf.function(lambda x: model.backbone(x, training=False))
+  graph = fn.get_concrete_function(
+      tf.TensorSpec((1,) + tuple(example_shape), tf.float32)).graph
+  options = option_builder.ProfileOptionBuilder(
+      option_builder.ProfileOptionBuilder.float_operation()).with_empty_output(
+      ).build()
+  return model_analyzer.profile(graph, options=options).total_float_ops
 
 
 def main(argv):
@@ -36,33 +84,83 @@ def main(argv):
   import numpy as np  # pylint: disable=g-import-not-at-top
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
   from ebmkit import data, gin_utils, sampling, train  # pylint: disable=g-import-not-at-top
+  if FLAGS.mixed_precision:
+    keras.mixed_precision.set_global_policy(FLAGS.mixed_precision)
   gin_utils.parse(FLAGS.gin_file, FLAGS.gin_bindings)
   info = data.dataset_info(data.configured_name())
   batch = data.configured("batch_size", 64)
-  model = train.build_model(info)
   jit = {"auto": sampling.resolve_jit_compile("auto"), "true": True,
          "false": False}[FLAGS.jit_compile]
-  model.compile(optimizer=keras.optimizers.Adam(1e-4), jit_compile=jit)
+  gpu = bool(tf.config.list_physical_devices("GPU"))
   rng = np.random.default_rng(0)
   x = tf.constant(rng.uniform(-1, 1, (batch,) + info.image_shape), tf.float32)
   y = tf.constant(rng.integers(0, info.num_classes, batch), tf.int32)
-  for _ in range(FLAGS.warmup):
-    model.train_on_batch(x, y)
-  times = []
-  for _ in range(FLAGS.iterations):
-    start = time.perf_counter()
-    logs = model.train_on_batch(x, y, return_dict=True)
-    float(logs["loss"])  # Waits for the step to finish.
-    times.append(time.perf_counter() - start)
-  print(json.dumps({
+  n, w = FLAGS.iterations, FLAGS.warmup
+
+  def make_model(steps=None):
+    bindings = [] if steps is None else [f"SGLD_STEPS = {steps}",
+                                         f"ebmkit.LangevinSampler.steps = "
+                                         f"{steps}"]
+    if bindings:
+      gin.clear_config()
+      gin_utils.parse(FLAGS.gin_file, FLAGS.gin_bindings + bindings)
+    model = train.build_model(info)
+    model.compile(optimizer=keras.optimizers.Adam(1e-4), jit_compile=jit)
+    model.optimizer.build(model.trainable_variables)
+    return model
+
+  import gin  # pylint: disable=g-import-not-at-top
+  model = make_model()
+  eta = model.sampler.steps
+  step = lambda m: float(m.train_on_batch(x, y, return_dict=True)["loss"])
+  t_iteration = _time(lambda: step(model), n, w)
+
+  # One SGLD step, alone: the gradient of the energy w.r.t. a batch of inputs.
+  @tf.function(jit_compile=jit)
+  def sgld_step(v):
+    return model.sampler(v, energy_fn=model.energy, steps=1)
+  t_sgld = _time(lambda: sgld_step(x).numpy(), n, w)
+
+  # Standalone sampling: η steps for a batch of chains.
+  t_sample = _time(lambda: model.sample(batch, steps=eta,
+                                        jit_compile=jit).numpy(), n, w)
+
+  # The update alone: the same iteration with η = 0.
+  update_model = make_model(steps=0)
+  t_update = _time(lambda: step(update_model), n, w)
+
+  median = statistics.median
+  flops_fwd = forward_flops(model, info.image_shape)
+  flops = flops_fwd * batch * (2 * eta + 6)
+  if gpu:
+    peak_memory = tf.config.experimental.get_memory_info("GPU:0")["peak"]
+  else:
+    peak_memory = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+  result = {
       "config": FLAGS.gin_file, "bindings": FLAGS.gin_bindings,
-      "jit_compile": jit, "batch_size": batch,
-      "sgld_steps": model.sampler.steps,
-      "devices": [d.device_type for d in tf.config.list_physical_devices()],
-      "s_per_iteration_median": round(statistics.median(times), 4),
-      "s_per_iteration_min": round(min(times), 4),
-      "s_per_iteration_max": round(max(times), 4),
-  }))
+      "jit_compile": jit, "mixed_precision": FLAGS.mixed_precision,
+      "batch_size": batch, "sgld_steps": eta,
+      "devices": sorted({d.device_type for d in
+                         tf.config.list_physical_devices()}),
+      "s_per_iteration": _summary(t_iteration),
+      "s_per_sgld_step": _summary(t_sgld),
+      "s_per_update": _summary(t_update),
+      "sampler_sgld_steps_per_s": round(eta / median(t_sample), 2),
+      "efficiency": round((eta * median(t_sgld) + median(t_update))
+                          / median(t_iteration), 3),
+      "peak_memory_mb": round(peak_memory / 2**20, 1),
+      "peak_memory_kind": "GPU allocator peak" if gpu else "process peak RSS",
+      "model_gflops_per_iteration": round(flops / 1e9, 2),
+      "achieved_tflops": round(flops / median(t_iteration) / 1e12, 4),
+  }
+  if gpu and FLAGS.peak_tflops:
+    result["fraction_of_peak"] = round(
+        result["achieved_tflops"] / FLAGS.peak_tflops, 4)
+  line = json.dumps(result)
+  print(line)
+  if FLAGS.json_out:
+    with open(FLAGS.json_out, "a") as f:
+      f.write(line + "\n")
 
 
 if __name__ == "__main__":
