@@ -59,9 +59,9 @@ def main(argv):
     if FLAGS.mode == "train":
       train_lib.train(workdir=workdir)
     elif FLAGS.mode == "export":
-      from ebmkit import export  # pylint: disable=g-import-not-at-top
+      from ebmkit import serving  # pylint: disable=g-import-not-at-top
       export_dir = FLAGS.export_dir or os.path.join(workdir, "export")
-      meta = export.export_workdir(workdir, export_dir, FLAGS.detection_fpr)
+      meta = serving.export_workdir(workdir, export_dir, FLAGS.detection_fpr)
       print(f"Exported {export_dir} with signatures "
             f"{', '.join(meta['signatures'])}.")
     else:

@@ -10,7 +10,8 @@ import pytest
 from scipy.special import softmax
 import tensorflow as tf
 
-from ebmkit import backbones, buffer, energy, export, inference, models
+import ebmkit
+from ebmkit import backbones, buffer, energy, inference, models, serving
 
 CLIENT = r'''
 import json, sys
@@ -40,13 +41,13 @@ def exported(trained, tmp_path_factory):
   workdir, model, x, y = trained
   detection = inference.calibrate_detection(model, x, y, 0.1)
   path = str(tmp_path_factory.mktemp("export"))
-  names = export.export(model, path, detection=detection)
+  names = ebmkit.export(model, path, detection=detection)
   return path, names, model, x[:4], detection
 
 
 def test_all_signatures_are_exported(exported):
   _, names, _, _, _ = exported
-  assert names == list(export.SIGNATURES)
+  assert names == list(serving.SIGNATURES)
 
 
 def test_loads_without_ebmkit_and_matches_the_model(exported, tmp_path):
@@ -87,7 +88,7 @@ def test_saved_model_cli_shows_and_runs(exported, tmp_path):
   shown = subprocess.run(["saved_model_cli", "show", "--dir", path, "--all"],
                          capture_output=True, text=True, timeout=300)
   assert shown.returncode == 0, shown.stderr[-2000:]
-  for name in export.SIGNATURES:
+  for name in serving.SIGNATURES:
     assert f"signature_def['{name}']" in shown.stdout
   ran = subprocess.run(
       ["saved_model_cli", "run", "--dir", path, "--tag_set", "serve",
@@ -189,7 +190,7 @@ def test_unconditional_model_exports_its_energy_signatures(tmp_path):
       head=energy.ScalarEnergyHead(),
       replay_buffer=buffer.ReplayBuffer(16), clf_weight=0.0)
   model.build((None, 8, 8, 1))
-  names = export.export(model, str(tmp_path / "igebm"))
+  names = serving.export(model, str(tmp_path / "igebm"))
   assert names == ["energy", "log_px", "ood_score", "sample"]
   with open(tmp_path / "igebm" / "ebmkit_export.json") as f:
     assert json.load(f)["input_shape"] == [8, 8, 1]
