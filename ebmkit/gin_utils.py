@@ -1,6 +1,8 @@
 """Finding and parsing .gin files, and saving the operative config."""
 
 import contextlib
+import difflib
+import inspect
 import logging
 import os
 import pathlib
@@ -94,7 +96,58 @@ def parse(gin_files=(), gin_bindings=(), finalize=True):
   with _quiet_lookups():
     gin.parse_config_files_and_bindings(paths, list(gin_bindings),
                                         finalize_config=finalize)
+  validate_bindings()
   return paths
+
+
+# Keyword arguments every Keras layer/model/optimizer takes through **kwargs.
+_KERAS_KWARGS = ("name", "dtype", "trainable")
+
+
+def _parameters(target):
+  """(named parameters, takes **kwargs) of a function or a class's __init__."""
+  fn = target.__init__ if inspect.isclass(target) else target
+  params = inspect.signature(fn).parameters.values()
+  named = [p.name for p in params if p.name != "self" and p.kind not in (
+      p.VAR_POSITIONAL, p.VAR_KEYWORD)]
+  return named, any(p.kind == p.VAR_KEYWORD for p in params)
+
+
+def validate_bindings():
+  """Checks every binding's parameter against the real signature.
+
+  gin itself rejects unknown configurables and parameters of plain
+  functions, but a Keras class takes **kwargs, so a misspelt parameter
+  (`ebmkit.LangevinSampler.stpes = 3`) would pass gin and fail, or be
+  ignored, only when the object is built. This fails at once.
+
+  Raises:
+    ValueError: naming each bad binding, the valid parameters and the
+      closest match.
+  """
+  problems = []
+  for (scope, selector), params in gin.config._CONFIG.items():  # pylint: disable=protected-access
+    if selector == "gin.macro":
+      continue
+    configurable = gin.config._REGISTRY.get_match(selector)  # pylint: disable=protected-access
+    if configurable is None:
+      continue
+    named, takes_kwargs = _parameters(configurable.wrapped)
+    if not takes_kwargs:
+      continue  # gin has checked these already.
+    valid = named + [k for k in _KERAS_KWARGS if k not in named]
+    for param in params:
+      if param in valid:
+        continue
+      close = difflib.get_close_matches(param, valid, n=1)
+      where = f"{scope}/" if scope else ""
+      problems.append(
+          f"'{where}{selector}.{param}': {configurable.name} has no parameter "
+          f"{param!r}" + (f" (did you mean {close[0]!r}?)" if close else "")
+          + f"; its parameters are: {', '.join(valid)}.")
+  if problems:
+    raise ValueError("Bad gin binding(s), found before training started:\n  "
+                     + "\n  ".join(problems))
 
 
 def bound(name, default):

@@ -26,6 +26,7 @@ def make_grid(images, columns=None, pad=1, scale=1):
   n, h, w, c = images.shape
   columns = columns or max(1, math.ceil(math.sqrt(n)))
   rows = max(1, math.ceil(n / columns))
+  images = np.nan_to_num(images, nan=-1.0)  # A diverged chain shows black.
   pixels = np.round((np.clip(images, -1.0, 1.0) + 1.0) * 127.5).astype(np.uint8)
   if scale > 1:
     pixels = pixels.repeat(scale, axis=1).repeat(scale, axis=2)

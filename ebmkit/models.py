@@ -79,7 +79,10 @@ class EnergyModel(keras.Model):
       raise ValueError("EnergyModel has nothing to train: clf_weight, "
                        "px_weight and pxy_weight are all 0.")
 
-    tracked = ["loss"] + [t for t, w in zip(_TERMS, self._term_weights) if w]
+    # l2_loss is tracked whenever sampling is on, so that a divergence
+    # recovery can switch the penalty on; it is reported once its weight > 0.
+    tracked = ["loss"] + [t for t, w in zip(_TERMS, self._term_weights)
+                          if w or (t == "l2_loss" and self.draws_samples)]
     if self.classifies:
       tracked.append("accuracy")
     tracked.append("energy_data")
@@ -230,10 +233,53 @@ class EnergyModel(keras.Model):
     if not self.built:
       self.build(tuple(x.shape))
 
+  def _check_batch(self, x, y):
+    """Clear errors for data that does not fit the model (trace-time shape
+    check, in-graph range and label checks)."""
+    want = tuple(self.replay_buffer.sample_shape)
+    got = tuple(x.shape[1:])
+    # Unknown (relaxed) dimensions are checked at run time by the ops.
+    if len(got) != len(want) or any(g is not None and g != w
+                                     for g, w in zip(got, want)):
+      raise ValueError(
+          f"Input images have shape {got} but this model was "
+          f"built for {want}: resize them in the data pipeline or build the "
+          f"model for that shape.")
+    low, high = self.replay_buffer.data_range
+    slack = 0.5 * (high - low)  # Room for σ_data noise and augmentation.
+    checks = [
+        tf.debugging.assert_all_finite(x, "ebmkit: input images contain NaN "
+                                       "or Inf."),
+        tf.debugging.assert_greater_equal(
+            tf.reduce_min(x), tf.cast(low - slack, x.dtype),
+            message=f"ebmkit: input images go below the data range "
+                    f"[{low}, {high}]: scale pixels as pixel / 127.5 - 1 "
+                    f"(ebmkit.data.to_unit_range)."),
+        tf.debugging.assert_less_equal(
+            tf.reduce_max(x), tf.cast(high + slack, x.dtype),
+            message=f"ebmkit: input images go above the data range "
+                    f"[{low}, {high}] (uint8 pixels not scaled?): scale "
+                    f"pixels as pixel / 127.5 - 1 (ebmkit.data.to_unit_range)."),
+    ]
+    if y is not None and self.classifies:
+      yi = tf.cast(y, tf.int32)
+      checks += [
+          tf.debugging.assert_greater_equal(
+              yi, -1, message="ebmkit: labels must be class indices >= 0 "
+                              "(or -1 for unlabelled examples)."),
+          tf.debugging.assert_less(
+              yi, self.num_classes,
+              message=f"ebmkit: labels must be < {self.num_classes}, the "
+                      f"number of classes the backbone outputs."),
+      ]
+    with tf.control_dependencies(checks):
+      return tf.identity(x)
+
   def train_step(self, data):
     self.trace_counts["train_step"] += 1
     x, y, _ = keras.utils.unpack_x_y_sample_weight(data)
     self._build_for(x)
+    x = self._check_batch(x, y)
     batch_size = tf.shape(x)[0]
     chains = []  # (name, samples, labels or None)
     if self.px_weight:
@@ -330,7 +376,8 @@ class EnergyModel(keras.Model):
     if "energy_samples" in t and energy_samples is not None:
       t["energy_samples"].update_state(tf.reduce_mean(energy_samples))
     return {name: m.result() for name, m in t.items()
-            if m.name != "energy_samples" or energy_samples is not None}
+            if (name != "energy_samples" or energy_samples is not None)
+            and (name != "l2_loss" or self.l2_weight)}
 
   def test_step(self, data):
     self.trace_counts["test_step"] += 1

@@ -55,7 +55,10 @@ def main(argv):
         sys.exit("ebmkit: error: --mode=compare needs --workdirs=a,b,...")
       print(report.compare(FLAGS.workdirs, FLAGS.workdir or "."))
       return
-    gin_utils.parse(gin_files, FLAGS.gin_bindings)
+    try:
+      gin_utils.parse(gin_files, FLAGS.gin_bindings)
+    except ValueError as e:  # Unknown configurable, misspelt parameter, ...
+      sys.exit(f"ebmkit: error in the gin config: {e}")
     if FLAGS.mode == "train":
       train_lib.train(workdir=workdir)
     elif FLAGS.mode == "export":
@@ -69,7 +72,8 @@ def main(argv):
       print(f"Wrote {os.path.join(workdir, report.REPORT)} "
             f"(accuracy {result.get('accuracy', 'n/a')}, "
             f"{result['wall_time_s']} s).")
-  except (FileNotFoundError, data.DatasetUnavailableError) as e:
+  except (FileNotFoundError, data.DatasetUnavailableError,
+          train_lib.TrainingDivergedError) as e:
     # Problems the user fixes: say what, without a traceback.
     sys.exit(f"ebmkit: error: {e}")
 
