@@ -106,8 +106,9 @@ def _fit_to(model, train_ds, val_ds, steps_per_epoch, epochs, callbacks,
   history = {}
   epoch, done_in_epoch = divmod(step, steps_per_epoch)
   if epoch < epochs and done_in_epoch:
-    # Finish the interrupted epoch with the steps it still owes.
-    h = model.fit(train_ds.take(steps_per_epoch - done_in_epoch),
+    # Finish the interrupted epoch with the batches it still owes (the same
+    # ones, when the pipeline does not shuffle).
+    h = model.fit(train_ds.skip(done_in_epoch),
                   epochs=epoch + 1, initial_epoch=epoch, callbacks=callbacks,
                   verbose=verbose, shuffle=False, validation_data=val_ds)
     history = h.history
