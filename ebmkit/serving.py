@@ -6,7 +6,7 @@ import os
 import keras
 import tensorflow as tf
 
-from ebmkit import sampling
+from ebmkit.evaluation import ood
 
 SIGNATURES = ("classify", "energy", "log_px", "ood_score", "sample",
               "conditional_density", "detect")
@@ -96,17 +96,7 @@ def export(model, export_dir, detection=None, data_range=(-1.0, 1.0),
   add("log_px", lambda x: {"log_px": model(check(x))["log_px"]}, [x_spec])
 
   def ood_score(x):
-    x = check(x)
-    with tf.GradientTape() as tape:
-      tape.watch(x)
-      out = model(x)
-      total = tf.reduce_sum(out["log_px"])
-    grad = tape.gradient(total, x)
-    result = {"log_px": out["log_px"], "neg_grad_norm": -tf.sqrt(
-        tf.reduce_sum(tf.square(grad), axis=[1, 2, 3]))}
-    if classifies:
-      result["max_prob"] = tf.reduce_max(tf.exp(out["log_pyx"]), -1)
-    return result
+    return ood.score_batch(model, check(x))
   add("ood_score", ood_score, [x_spec])
 
   def sample(num_samples, steps, class_id):

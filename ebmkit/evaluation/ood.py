@@ -76,26 +76,28 @@ def ood_set(name, test_images, n, seed=0):
   return tfds_set(name, np.asarray(test_images).shape[1:], n)
 
 
+def score_batch(model, x):
+  """The three OOD scores (higher = more in-distribution) of a batch, as
+  tensors: log_px = −E(x); max_prob = max_y p(y|x) (classifiers only);
+  neg_grad_norm = −‖∂ log p(x)/∂x‖₂. Shared by the evaluation and the
+  exported `ood_score` signature."""
+  x = tf.convert_to_tensor(x, tf.float32)
+  with tf.GradientTape() as tape:
+    tape.watch(x)
+    out = model(x, training=False)
+    total = tf.reduce_sum(out["log_px"])
+  grad = tape.gradient(total, x)
+  norm = tf.sqrt(tf.reduce_sum(tf.square(grad), axis=[1, 2, 3]))
+  result = {"log_px": out["log_px"], "neg_grad_norm": -norm}
+  if "log_pyx" in out:
+    result["max_prob"] = tf.reduce_max(tf.exp(out["log_pyx"]), axis=-1)
+  return result
+
+
 def scores(model, x, batch_size=256):
-  """The three OOD scores (higher = more in-distribution) per example.
-
-  log_px: −E(x); max_prob: max_y p(y|x) (classifiers only);
-  neg_grad_norm: −‖∂ log p(x)/∂x‖₂.
-  """
-
-  @tf.function(reduce_retracing=True)
-  def batch_scores(xb):
-    with tf.GradientTape() as tape:
-      tape.watch(xb)
-      out = model(xb, training=False)
-      total = tf.reduce_sum(out["log_px"])
-    grad = tape.gradient(total, xb)
-    norm = tf.sqrt(tf.reduce_sum(tf.square(grad), axis=[1, 2, 3]))
-    result = {"log_px": out["log_px"], "neg_grad_norm": -norm}
-    if "log_pyx" in out:
-      result["max_prob"] = tf.reduce_max(tf.exp(out["log_pyx"]), axis=-1)
-    return result
-
+  """`score_batch` over an array, in batches; NumPy arrays per score."""
+  batch_scores = tf.function(lambda xb: score_batch(model, xb),
+                             reduce_retracing=True)
   parts = [batch_scores(tf.constant(x[i:i + batch_size], tf.float32))
            for i in range(0, len(x), batch_size)]
   return {k: np.concatenate([p[k].numpy() for p in parts]) for k in parts[0]}

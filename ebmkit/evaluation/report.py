@@ -293,6 +293,12 @@ def _fmt(value, percent=False):
   return f"{100 * value:.2f}%" if percent else f"{value:.3f}"
 
 
+def _table(head, rows):
+  """Markdown table lines: a header row, the rule, one line per row."""
+  line = lambda cells: "| " + " | ".join(str(c) for c in cells) + " |"
+  return [line(head), "|" + "---|" * len(head)] + [line(r) for r in rows]
+
+
 def render_report(name, r, workdir):
   """report.md: tables laid out like the paper's, and every figure."""
   rel = lambda p: os.path.relpath(p, workdir)
@@ -301,14 +307,14 @@ def render_report(name, r, workdir):
            f"Checkpoint `{r['checkpoint']}`, data set `{r['dataset']}` "
            f"(split `{r['test_split']}`, {r['test_examples']} examples). "
            f"IS/FID features: {r['feature_extractor']['description']}.", "",
-           "## Hybrid modelling (the paper's Table 1)", "",
-           "| model | accuracy | IS (fresh) | FID (fresh) | IS (buffer) | "
-           "FID (buffer) | ECE |", "|---|---|---|---|---|---|---|",
-           f"| {name} | {_fmt(r.get('accuracy'), True)} | "
-           f"{_fmt(s['fresh']['inception_score'])} | {_fmt(s['fresh']['fid'])}"
-           f" | {_fmt(s['buffer']['inception_score'])} | "
-           f"{_fmt(s['buffer']['fid'])} | "
-           f"{_fmt(r.get('calibration', {}).get('ece'), True)} |", "",
+           "## Hybrid modelling (the paper's Table 1)", ""] + _table(
+               ["model", "accuracy", "IS (fresh)", "FID (fresh)",
+                "IS (buffer)", "FID (buffer)", "ECE"],
+               [[name, _fmt(r.get("accuracy"), True),
+                 _fmt(s["fresh"]["inception_score"]), _fmt(s["fresh"]["fid"]),
+                 _fmt(s["buffer"]["inception_score"]),
+                 _fmt(s["buffer"]["fid"]),
+                 _fmt(r.get("calibration", {}).get("ece"), True)]]) + ["",
            f"IS of the test set itself: "
            f"{_fmt(s['test_set']['inception_score'])}. Fresh samples: "
            f"{s['num_samples']} chains of {s['steps']} SGLD steps from noise.",
@@ -319,12 +325,11 @@ def render_report(name, r, workdir):
               f"({r['calibration']['num_bins']} equal-width bins).", "",
               f"![reliability]({rel(r['calibration']['figure'])})", ""]
   o = r["ood"]
+  sets = list(next(iter(o["auroc"].values())))
   lines += ["## Out-of-distribution detection (AUROC, the paper's Table 2)",
-            "", "| score | " + " | ".join(o["auroc"][next(iter(o["auroc"]))])
-            + " |", "|---|" + "---|" * len(o["auroc"][next(iter(o["auroc"]))])]
-  for score, row in o["auroc"].items():
-    lines.append(f"| {score} | " + " | ".join(_fmt(v) for v in row.values())
-                 + " |")
+            ""] + _table(["score"] + sets, [
+                [score] + [_fmt(row[k]) for k in sets]
+                for score, row in o["auroc"].items()])
   for name_, why in o.get("skipped", {}).items():
     lines.append(f"\nSkipped OOD set `{name_}`: {why}.")
   lines += [""] + [f"![{k}]({rel(v)})" for k, v in o["figures"].items()] + [""]
@@ -337,12 +342,9 @@ def render_report(name, r, workdir):
               "units (data in [−1, 1]).", ""]
     for norm in ("linf", "l2"):
       eps = next(iter(rb[norm].values()))["eps"]
-      lines += [f"| {norm} ε | " + " | ".join(f"{e:g}" for e in eps) + " |",
-                "|---|" + "---|" * len(eps)]
-      for label, curve in rb[norm].items():
-        lines.append(f"| {label} | " + " | ".join(
-            _fmt(a, True) for a in curve["accuracy"]) + " |")
-      lines.append("")
+      lines += _table([f"{norm} ε"] + [f"{e:g}" for e in eps], [
+          [label] + [_fmt(a, True) for a in curve["accuracy"]]
+          for label, curve in rb[norm].items()]) + [""]
     lines += [f"![robustness]({rel(rb['figure'])})", ""]
   if "distal" in r:
     d = r["distal"]
@@ -385,36 +387,30 @@ def compare(workdirs, output=None):
           f"--workdir={w} first.") from None
     rows.append((os.path.basename(os.path.normpath(w)), evaluation))
   sets = sorted({k for _, e in rows for k in e["ood"]["auroc"]["log_px"]})
-  lines = ["# Comparison", "",
-           "| model | accuracy | ECE | IS (fresh) | FID (fresh) | "
-           "class-cond. samples judged correct |", "|---|---|---|---|---|---|"]
-  for name, e in rows:
-    s = e["samples"]
-    lines.append(
-        f"| {name} | {_fmt(e.get('accuracy'), True)} | "
-        f"{_fmt(e.get('calibration', {}).get('ece'), True)} | "
-        f"{_fmt(s['fresh']['inception_score'])} | {_fmt(s['fresh']['fid'])} | "
-        f"{_fmt(s.get('conditional', {}).get('judge_accuracy'), True)} |")
+  lines = ["# Comparison", ""] + _table(
+      ["model", "accuracy", "ECE", "IS (fresh)", "FID (fresh)",
+       "class-cond. samples judged correct"],
+      [[name, _fmt(e.get("accuracy"), True),
+        _fmt(e.get("calibration", {}).get("ece"), True),
+        _fmt(e["samples"]["fresh"]["inception_score"]),
+        _fmt(e["samples"]["fresh"]["fid"]),
+        _fmt(e["samples"].get("conditional", {}).get("judge_accuracy"), True)]
+       for name, e in rows])
   for score in ood.SCORES:
-    lines += ["", f"OOD AUROC, score {score}:", "",
-              "| model | " + " | ".join(sets) + " |",
-              "|---|" + "---|" * len(sets)]
-    for name, e in rows:
-      row = e["ood"]["auroc"].get(score, {})
-      lines.append(f"| {name} | " + " | ".join(_fmt(row.get(k))
-                                                for k in sets) + " |")
+    lines += ["", f"OOD AUROC, score {score}:", ""] + _table(
+        ["model"] + sets,
+        [[name] + [_fmt(e["ood"]["auroc"].get(score, {}).get(k))
+                   for k in sets] for name, e in rows])
   for norm in ("linf", "l2"):
     grids = [e["robustness"][norm] for _, e in rows if "robustness" in e]
     if not grids:
       continue
     eps = next(iter(grids[0].values()))["eps"]
-    lines += ["", f"PGD {norm} accuracy:", "",
-              f"| model | " + " | ".join(f"ε={v:g}" for v in eps) + " |",
-              "|---|" + "---|" * len(eps)]
-    for name, e in rows:
-      for label, curve in e.get("robustness", {}).get(norm, {}).items():
-        lines.append(f"| {name} ({label}) | " + " | ".join(
-            _fmt(a, True) for a in curve["accuracy"]) + " |")
+    lines += ["", f"PGD {norm} accuracy:", ""] + _table(
+        ["model"] + [f"ε={v:g}" for v in eps],
+        [[f"{name} ({label})"] + [_fmt(a, True) for a in curve["accuracy"]]
+         for name, e in rows
+         for label, curve in e.get("robustness", {}).get(norm, {}).items()])
   text = "\n".join(lines) + "\n"
   if output:
     os.makedirs(output, exist_ok=True)
