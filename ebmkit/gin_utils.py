@@ -162,11 +162,18 @@ def bound(name, default):
   return default if value is None else value
 
 
-def write_operative_config(workdir):
-  """Writes gin's operative config next to the checkpoints."""
+def write_operative_config(workdir, complete=False):
+  """Writes gin's operative config next to the checkpoints.
+
+  Args:
+    workdir: the workdir.
+    complete: write every parsed binding (`gin.config_str()`), not only those
+      of configurables called so far. A converted checkpoint needs it: no data
+      set was loaded, yet evaluation must know which (`load_dataset.name`).
+  """
   os.makedirs(workdir, exist_ok=True)
   path = os.path.join(workdir, OPERATIVE_CONFIG)
   with open(path + ".tmp", "w") as f:
-    f.write(gin.operative_config_str())
+    f.write(gin.config_str() if complete else gin.operative_config_str())
   os.replace(path + ".tmp", path)
   return path

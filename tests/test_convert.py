@@ -1,15 +1,29 @@
 """Converting reference (PyTorch-layout) JEM weights: checked against NumPy."""
 
+import collections
+import json
+import os
+import pickle
+import subprocess
+import sys
+import zipfile
+
 import numpy as np
 import pytest
+import torch_files
 
-from ebmkit import backbones, convert
+from ebmkit import backbones, convert, torch_checkpoint
+
+DATA = os.path.join(os.path.dirname(os.path.abspath(__file__)), "data")
 
 RNG = np.random.default_rng(0)
 
 
 def reference_shapes(depth, width, classes, norm):
-  """Parameter names and shapes of the reference Wide_ResNet + class_output."""
+  """Every parameter name and shape of the reference's CCF/F module: the
+  Wide_ResNet `f` (with its unused read-out `f.linear`, 10 outputs whatever
+  the classes, as the reference builds it), `energy_output`, `class_output`.
+  Checked against a state dict torch wrote (tests/data)."""
   shapes = {"f.conv1.weight": (16, 3, 3, 3), "f.conv1.bias": (16,)}
 
   def bn(prefix, n):
@@ -33,6 +47,8 @@ def reference_shapes(depth, width, classes, norm):
         shapes[p + ".shortcut.0.bias"] = (planes,)
       in_planes = planes
   bn("f.bn1", in_planes)
+  shapes["f.linear.weight"] = (10, in_planes)
+  shapes["f.linear.bias"] = (10,)
   shapes["class_output.weight"] = (classes, in_planes)
   shapes["class_output.bias"] = (classes,)
   shapes["energy_output.weight"] = (1, in_planes)
@@ -67,8 +83,10 @@ def np_conv(x, w, b, stride=1, pad=1):
   return out + b[None, :, None, None]
 
 
-def np_reference_forward(state, x, depth, norm, leak=0.2):
-  """The reference network's forward pass (eval mode), in NumPy, NCHW."""
+def np_reference_forward(state, x, depth, norm, leak=0.2, head="class"):
+  """The reference network's forward pass (eval mode), in NumPy, NCHW:
+  CCF's logits (head="class") or F's log p(x) = energy_output (head="energy").
+  """
   act = lambda z: np.where(z > 0, z, leak * z)
 
   def bn(prefix, z):
@@ -92,7 +110,36 @@ def np_reference_forward(state, x, depth, norm, leak=0.2):
                       state[p + ".shortcut.0.bias"], stride=stride, pad=0)
       out = h + out
   out = act(bn("f.bn1", out)).mean(axis=(2, 3))  # avg_pool2d(8) on 8×8.
+  if head == "energy":
+    return (out @ state["energy_output.weight"].T
+            + state["energy_output.bias"])[:, 0]
   return out @ state["class_output.weight"].T + state["class_output.bias"]
+
+
+def nhwc(x):
+  return np.transpose(x, (0, 2, 3, 1)).astype(np.float32)
+
+
+def uncond_model(depth, width):
+  """The reference's F as an ebmkit model: scalar head on WRN features."""
+  from ebmkit import energy, models  # pylint: disable=g-import-not-at-top
+  model = models.EnergyModel(
+      backbones.wide_resnet(depth, width, num_classes=0),
+      head=energy.ScalarEnergyHead(), clf_weight=0.0)
+  model.build((None, 32, 32, 3))
+  return model
+
+
+def test_the_reference_key_set_is_what_torch_wrote():
+  # The fixtures were written by torch 2.14 from the reference's own modules
+  # (wideresnet.Wide_ResNet inside F; random weights): every key is there.
+  for name, norm in (("ccf_wrn10x1_batch", "batch"),
+                     ("f_wrn10x1_legacy", None)):
+    state, buffer = convert.read_checkpoint(os.path.join(DATA, name + ".pt"))
+    want = reference_shapes(10, 1, 10, norm)
+    assert set(state) == set(want)
+    assert {k: v.shape for k, v in state.items()} == want
+    assert buffer.shape == (10, 3, 32, 32)
 
 
 @pytest.mark.parametrize("norm", [None, "batch"])
@@ -102,11 +149,37 @@ def test_converted_network_equals_the_numpy_reference(norm):
   wrn = backbones.wide_resnet(depth, width, classes, norm=norm)
   wrn.build((None, 32, 32, 3))
   ignored = convert.load_jem_state_dict(wrn, state)
-  assert "energy_output.weight" in ignored
+  expected_ignored = {"f.linear.weight", "f.linear.bias",
+                      "energy_output.weight", "energy_output.bias"}
+  expected_ignored |= {k for k in state if k.endswith("num_batches_tracked")}
+  assert set(ignored) == expected_ignored
   x = RNG.uniform(-1, 1, (2, 3, 32, 32))
   expected = np_reference_forward(state, x, depth, norm)
-  got = np.asarray(wrn(np.transpose(x, (0, 2, 3, 1)).astype(np.float32)))
-  np.testing.assert_allclose(got, expected, rtol=1e-3, atol=1e-3)
+  np.testing.assert_allclose(np.asarray(wrn(nhwc(x))), expected, rtol=1e-3,
+                             atol=1e-3)
+
+
+def test_the_unconditional_model_takes_energy_output():
+  state = random_state_dict(reference_shapes(10, 1, 10, None))
+  model = uncond_model(10, 1)
+  ignored = convert.load_jem_state_dict(model, state)
+  assert set(ignored) == {"f.linear.weight", "f.linear.bias",
+                          "class_output.weight", "class_output.bias"}
+  x = RNG.uniform(-1, 1, (3, 3, 32, 32))
+  np.testing.assert_allclose(
+      model(nhwc(x))["log_px"],
+      np_reference_forward(state, x, 10, None, head="energy"), rtol=1e-3,
+      atol=1e-3)
+  lines = convert.describe_unused(ignored, uncond=True)
+  assert any(l.startswith("class_output.*") for l in lines)
+
+
+def test_the_architecture_is_read_from_the_state_dict():
+  for depth, width, norm in ((10, 1, None), (16, 2, "batch"), (28, 10, None)):
+    state = {k: np.zeros(s) for k, s in
+             reference_shapes(depth, width, 100, norm).items()}
+    assert convert.infer_architecture(state) == {
+        "depth": depth, "width": width, "norm": norm, "num_classes": 100}
 
 
 def test_a_converted_strided_convolution_equals_numpy():
@@ -116,9 +189,7 @@ def test_a_converted_strided_convolution_equals_numpy():
   convert.load_jem_state_dict(wrn, state)
   block = wrn.blocks[1]  # layer2.0: stride 2, PyTorch symmetric padding 1.
   x = RNG.normal(size=(1, 32, 32, 32))  # conv2 of layer2.0: 32 → 32.
-  got = block.conv2.get_layer("conv")(
-      block.conv2.get_layer("pad")(np.transpose(x, (0, 2, 3, 1)).astype(
-          np.float32)))
+  got = block.conv2.get_layer("conv")(block.conv2.get_layer("pad")(nhwc(x)))
   expected = np_conv(x, state["f.layer2.0.conv2.weight"],
                      state["f.layer2.0.conv2.bias"], stride=2, pad=1)
   np.testing.assert_allclose(np.transpose(np.asarray(got), (0, 3, 1, 2)),
@@ -158,61 +229,155 @@ def test_wrn_28_10_has_the_architectures_parameter_count():
   wrn.build((None, 32, 32, 3))
   expected = sum(int(np.prod(s)) for k, s in
                  reference_shapes(28, 10, 10, None).items()
-                 if not k.startswith("energy_output"))
+                 if k.startswith(("f.conv", "f.layer", "class_output")))
   assert wrn.count_params() == expected
   assert abs(expected - 36.5e6) < 0.05e6
 
 
-def test_conversion_tool_writes_a_workdir_that_evaluates(tmp_path):
-  import os, subprocess, sys  # pylint: disable=g-import-not-at-top,multiple-imports
-  import gin  # pylint: disable=g-import-not-at-top
-  from ebmkit import checkpoints, data, gin_utils, train  # pylint: disable=g-import-not-at-top
-  repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-  state = random_state_dict(reference_shapes(10, 1, 10, None))
+# -- .pt files without torch ---------------------------------------------------
+
+@pytest.mark.parametrize("save", [torch_files.save_zip,
+                                  torch_files.save_legacy])
+def test_the_reader_reads_both_torch_layouts(tmp_path, save):
+  arrays = {"w": RNG.normal(size=(3, 4)).astype(np.float32),
+            "t": RNG.normal(size=(5, 2)),  # float64, saved transposed
+            "n": np.array(7, np.int64), "h": np.arange(6, dtype=np.float16),
+            "b": np.array([True, False]), "e": np.zeros((0, 3), np.float32)}
+  blob = {"model_state_dict": collections.OrderedDict(
+      (k, torch_files.Tensor(v, transpose=(k == "t")))
+      for k, v in arrays.items()),
+          "replay_buffer": torch_files.Tensor(arrays["w"])}
+  path = str(tmp_path / "file.pt")
+  save(path, blob)
+  got = torch_checkpoint.load(path)
+  for k, v in arrays.items():
+    assert got["model_state_dict"][k].dtype == v.dtype
+    np.testing.assert_array_equal(got["model_state_dict"][k], v)
+  np.testing.assert_array_equal(got["replay_buffer"], arrays["w"])
+
+
+def test_a_forbidden_global_is_refused_and_never_run(tmp_path):
+  marker = tmp_path / "ran"
+
+  class Exploit:
+    def __reduce__(self):
+      return os.system, (f"touch {marker}",)
+
+  path = str(tmp_path / "evil.pt")
+  torch_files.save_zip(path, {}, raw_pickle=pickle.dumps(
+      {"model_state_dict": Exploit()}, protocol=2))
+  with pytest.raises(torch_checkpoint.UnsafeCheckpointError,
+                     match="system.*refuses"):
+    convert.read_checkpoint(path)
+  assert not marker.exists()
+
+
+def test_corrupt_files_are_named(tmp_path):
+  path = tmp_path / "not_a_checkpoint.pt"
+  path.write_bytes(b"hello world")
+  with pytest.raises(torch_checkpoint.CheckpointFormatError):
+    convert.read_checkpoint(str(path))
+  good = str(tmp_path / "good.pt")
+  torch_files.save_zip(good, {"w": torch_files.Tensor(np.ones(100,
+                                                              np.float32))})
+  truncated = str(tmp_path / "truncated.pt")
+  with zipfile.ZipFile(good) as src, zipfile.ZipFile(truncated, "w") as dst:
+    for name in src.namelist():
+      raw = src.read(name)
+      dst.writestr(name, raw[:40] if name.endswith("data/0") else raw)
+  with pytest.raises(torch_checkpoint.CheckpointFormatError,
+                     match="truncated"):
+    convert.read_checkpoint(truncated)
+
+
+def test_the_reader_matches_torch_where_torch_is_installed(tmp_path):
+  torch = pytest.importorskip("torch")  # The fixtures cover torch's format.
+  state = random_state_dict(reference_shapes(10, 1, 10, "batch"))
   buffer = RNG.uniform(-1, 1, (20, 3, 32, 32)).astype(np.float32)
-  npz = os.path.join(tmp_path, "reference.npz")
-  np.savez(npz, replay_buffer=buffer, **state)
-  workdir = os.path.join(tmp_path, "converted")
-  proc = subprocess.run(
-      [sys.executable, os.path.join(repo, "tools", "convert_jem_checkpoint.py"),
-       f"--checkpoint={npz}", f"--workdir={workdir}",
-       "--gin_bindings=DEPTH = 10", "--gin_bindings=WIDTH = 1",
-       "--gin_bindings=BUFFER_SIZE = 20"],
-      capture_output=True, text=True, timeout=300)
+  for legacy in (False, True):
+    path = os.path.join(tmp_path, f"reference_{legacy}.pt")
+    torch.save({"model_state_dict": {k: torch.tensor(v) for k, v in
+                                     state.items()},
+                "replay_buffer": torch.tensor(buffer)}, path,
+               _use_new_zipfile_serialization=not legacy)
+    got_state, got_buffer = convert.read_checkpoint(path)
+    assert set(got_state) == set(state)
+    for k in state:
+      np.testing.assert_array_equal(got_state[k], state[k])
+    np.testing.assert_array_equal(got_buffer, buffer)
+
+
+# -- the converted workdir, used the way a user uses it -----------------------
+
+def run_cli(args, cwd, mock_examples=None):
+  """`python -m <args>` in a fresh process; with `mock_examples`, under
+  tfds.testing.mock_data (CIFAR cannot be downloaded here)."""
+  code = "import runpy, sys; sys.argv = sys.argv[1:]; "
+  if mock_examples:
+    code += ("import tensorflow_datasets as tfds; "
+             f"m = tfds.testing.mock_data(num_examples={mock_examples}); "
+             "m.__enter__(); ")
+  code += "runpy.run_module(sys.argv[0], run_name='__main__')"
+  return subprocess.run([sys.executable, "-c", code] + args, cwd=cwd,
+                        capture_output=True, text=True, timeout=600)
+
+
+@pytest.mark.parametrize("name, uncond, head", [
+    ("ccf_wrn10x1_batch", False, "logits"),
+    ("f_wrn10x1_legacy", True, "log_px_scalar")])
+def test_a_torch_written_checkpoint_converts_and_loads_like_a_trained_one(
+    tmp_path, name, uncond, head):
+  import ebmkit  # pylint: disable=g-import-not-at-top
+  workdir = str(tmp_path / "converted")
+  args = ["ebmkit.convert", f"--checkpoint={os.path.join(DATA, name)}.pt",
+          f"--workdir={workdir}"] + (["--uncond"] if uncond else [])
+  proc = run_cli(args, cwd=str(tmp_path))
   assert proc.returncode == 0, proc.stderr[-3000:]
-  assert "energy_output.weight" in proc.stdout
+  assert "not used: f.linear.*" in proc.stdout
+  assert ("class_output" if uncond else "energy_output") in proc.stdout
+  with open(os.path.join(workdir, "operative_config.gin")) as f:
+    assert "load_dataset.name = 'cifar10'" in f.read()
 
-  # Rebuild from the written operative config; the restored network computes
-  # the reference's logits and holds the reference's buffer (as NHWC).
-  gin_utils.parse([os.path.join(workdir, "operative_config.gin")])
-  model = train.build_model(data.dataset_info("cifar10"))
-  assert checkpoints.restore_model(model, workdir).endswith("ckpt-0")
-  x = RNG.uniform(-1, 1, (2, 3, 32, 32))
-  np.testing.assert_allclose(
-      model(np.transpose(x, (0, 2, 3, 1)).astype(np.float32))["logits"],
-      np_reference_forward(state, x, 10, None), rtol=1e-3, atol=1e-3)
+  reference = np.load(os.path.join(DATA, "reference_outputs.npz"))
+  model = ebmkit.load_model(workdir)  # No flags: the workdir says it all.
+  x = nhwc(reference["x"])
+  got = model(x)["log_px" if uncond else "logits"]
+  # PyTorch's own forward pass of the reference module (eval mode).
+  np.testing.assert_allclose(got, reference[f"{name}/{head}"], rtol=1e-4,
+                             atol=1e-4)
   np.testing.assert_array_equal(model.replay_buffer.samples.numpy(),
-                                np.transpose(buffer, (0, 2, 3, 1)))
-  gin.clear_config()
+                                nhwc(reference[f"{name}/buffer"]))
 
 
-def test_conversion_tool_reads_the_reference_torch_format(tmp_path):
-  torch = pytest.importorskip("torch")  # Optional: only the tool needs it.
-  import os, sys  # pylint: disable=g-import-not-at-top,multiple-imports
-  repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-  sys.path.insert(0, os.path.join(repo, "tools"))
-  try:
-    import convert_jem_checkpoint as tool  # pylint: disable=g-import-not-at-top
-  finally:
-    sys.path.pop(0)
-  state = random_state_dict(reference_shapes(10, 1, 10, None))
-  buffer = RNG.uniform(-1, 1, (20, 3, 32, 32)).astype(np.float32)
-  path = os.path.join(tmp_path, "reference.pt")
-  torch.save({"model_state_dict": {k: torch.tensor(v) for k, v in
-                                   state.items()},
-              "replay_buffer": torch.tensor(buffer)}, path)
-  got_state, got_buffer = tool.read_checkpoint(path)
-  assert set(got_state) == set(state)
-  np.testing.assert_array_equal(got_state["f.conv1.weight"],
-                                state["f.conv1.weight"])
-  np.testing.assert_array_equal(got_buffer, buffer)
+@pytest.mark.slow
+def test_the_cli_evaluates_and_exports_a_converted_workdir(tmp_path):
+  workdir = str(tmp_path / "converted")
+  proc = run_cli(["ebmkit.convert", f"--checkpoint={DATA}/ccf_wrn10x1_batch.pt",
+                  f"--workdir={workdir}"], cwd=str(tmp_path))
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  fast = [f"--gin_bindings={b}" for b in (
+      "evaluate.sample_steps = 2", "evaluate.num_samples = 8",
+      "evaluate.pgd_examples = 8", "evaluate.linf_eps = (0.0, 0.1)",
+      "evaluate.l2_eps = (0.0,)", "evaluate.pgd_steps = 1",
+      "evaluate.sgld_defense = False", "evaluate.distal_per_class = 1",
+      "evaluate.distal_steps = 2", "evaluate.judge_epochs = 1",
+      "evaluate.ood_examples = 16", "evaluate.ood_sets = ('interp',)",
+      # Mock CIFAR has few images; the config's train[5000:] would be empty.
+      "evaluate.train_split = 'train'")]
+  proc = run_cli(["ebmkit.run", "--mode=eval", f"--workdir={workdir}"] + fast,
+                 cwd=str(tmp_path), mock_examples=32)
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  with open(os.path.join(workdir, "results.json")) as f:
+    evaluation = json.load(f)["evaluation"]
+  assert evaluation["dataset"] == "cifar10"
+  assert evaluation["checkpoint"].endswith("ckpt-0")
+  proc = run_cli(["ebmkit.run", "--mode=export", f"--workdir={workdir}"],
+                 cwd=str(tmp_path), mock_examples=32)
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  exported = tf.saved_model.load(os.path.join(workdir, "export"))
+  reference = np.load(os.path.join(DATA, "reference_outputs.npz"))
+  logits = exported.signatures["classify"](
+      x=tf.constant(nhwc(reference["x"])))["logits"]
+  np.testing.assert_allclose(logits, reference["ccf_wrn10x1_batch/logits"],
+                             rtol=1e-4, atol=1e-4)
