@@ -11,6 +11,7 @@ import tensorflow_datasets as tfds
 
 from ebmkit import datasets as embedded_datasets
 from ebmkit import gin_utils
+from ebmkit import models
 
 DEFAULT_DATASET = "sklearn_digits"
 
@@ -181,6 +182,26 @@ def labelled_mask(labels, labels_per_class, seed=0):
   return mask
 
 
+def _semi_supervised(ds, pipeline, batch_size, labels_per_class, seed):
+  """Zips all images (for p(x)) with the cycled labelled subset."""
+  labels = np.array([int(y) for y in ds.map(lambda _, y: y)
+                     .as_numpy_iterator()])
+  mask = labelled_mask(labels, labels_per_class, seed)
+  if mask.sum() < batch_size:
+    raise ValueError(
+        f"labels_per_class={labels_per_class} keeps {int(mask.sum())} "
+        f"labelled examples, fewer than one batch ({batch_size}): raise "
+        f"labels_per_class or lower the batch size.")
+  keep = tf.constant(mask)
+  labelled = ds.enumerate().filter(lambda i, _: keep[i]).map(
+      lambda _, example: example)
+  images = pipeline(ds)
+  labelled = pipeline(labelled, repeat=True)
+  return tf.data.Dataset.zip(images, labelled).map(
+      lambda every, lab: ({models.IMAGES: every[0],
+                           models.LABELLED_IMAGES: lab[0]}, lab[1]))
+
+
 @gin.configurable
 def load_dataset(name=DEFAULT_DATASET, split="train", batch_size=64,
                  training=True, data_noise=0.03, data_dir=None, download=True,
@@ -206,17 +227,21 @@ def load_dataset(name=DEFAULT_DATASET, split="train", batch_size=64,
       horizontally (the JEM reference's CIFAR augmentation).
     flip: whether augmentation flips (off for SVHN, whose digits are not
       mirror-symmetric).
-    labels_per_class: when training, keep the labels of only this many
-      examples per class; the others get label -1 (semi-supervised: they
-      count in the p(x) term, not in the cross-entropy).
+    labels_per_class: when training, semi-supervised batches as the JEM
+      reference draws them: the p(x) batch from every image of the split,
+      the cross-entropy batch (a full `batch_size`) from a labelled subset of
+      this many examples per class, cycled (reshuffled each cycle). Batches
+      are then ({"images": x, "labelled_images": x_l}, y_l); an epoch is one
+      pass over all images.
     labels_seed: seed of the choice of labelled examples.
     cache: keep the decoded uint8 split in memory after the first pass, so
       later epochs skip reading and decoding (CIFAR-10's 45,000 images: 138
       MB); the random augmentation and noise stay per epoch.
 
   Returns:
-    A `tf.data.Dataset` of (float32 images [b, H, W, C], int32 labels [b]),
-    and its `DatasetInfo` if `with_info`.
+    A `tf.data.Dataset` of (float32 images [b, H, W, C], int32 labels [b])
+    (see `labels_per_class` for semi-supervised batches), and its
+    `DatasetInfo` if `with_info`.
   """
   if batch_size < 1:
     raise ValueError(f"load_dataset.batch_size must be >= 1, got {batch_size}.")
@@ -224,21 +249,23 @@ def load_dataset(name=DEFAULT_DATASET, split="train", batch_size=64,
     raise ValueError(
         f"load_dataset.data_noise (σ_data) must be >= 0, got {data_noise}.")
   ds, _ = tfds_load(name, split, data_dir=data_dir, download=download)
-  if training and labels_per_class:
-    labels = np.array([int(y) for y in ds.map(lambda _, y: y)
-                       .as_numpy_iterator()])
-    mask = tf.constant(labelled_mask(labels, labels_per_class, labels_seed))
-    ds = ds.enumerate().map(
-        lambda i, example: (example[0], tf.where(
-            mask[i], tf.cast(example[1], tf.int64), tf.constant(-1, tf.int64))))
-  if cache:
-    ds = ds.cache()
   noise = data_noise if training else 0.0
-  if training:
-    ds = ds.shuffle(shuffle_buffer, seed=seed, reshuffle_each_iteration=True)
-  ds = ds.map(lambda image, label: preprocess(
-      image, label, noise, augment=training and augment, flip=flip),
-              num_parallel_calls=tf.data.AUTOTUNE)
-  ds = ds.batch(batch_size, drop_remainder=training)
+
+  def pipeline(ds, repeat=False):
+    if cache:
+      ds = ds.cache()
+    if training:
+      ds = ds.shuffle(shuffle_buffer, seed=seed, reshuffle_each_iteration=True)
+    ds = ds.map(lambda image, label: preprocess(
+        image, label, noise, augment=training and augment, flip=flip),
+                num_parallel_calls=tf.data.AUTOTUNE)
+    ds = ds.batch(batch_size, drop_remainder=training)
+    return ds.repeat() if repeat else ds
+
+  if training and labels_per_class:
+    ds = _semi_supervised(ds, pipeline, batch_size, labels_per_class,
+                          labels_seed)
+  else:
+    ds = pipeline(ds)
   ds = ds.prefetch(tf.data.AUTOTUNE)
   return (ds, dataset_info(name, data_dir)) if with_info else ds

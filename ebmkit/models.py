@@ -9,6 +9,30 @@ from ebmkit import sampling
 
 _TERMS = ("clf_loss", "px_loss", "pxy_loss", "l2_loss")
 
+# Semi-supervised batches: x is a dict of the p(x) batch (all images) and the
+# cross-entropy batch (labelled images only); y labels the latter.
+IMAGES = "images"
+LABELLED_IMAGES = "labelled_images"
+
+
+def split_images(x):
+  """(p(x) images, labelled images or None) of a batch's x."""
+  if isinstance(x, dict):
+    missing = {IMAGES, LABELLED_IMAGES} - set(x)
+    if missing:
+      raise ValueError(
+          f"A dict batch needs the keys {IMAGES!r} (images for p(x)) and "
+          f"{LABELLED_IMAGES!r} (the labelled images); it lacks "
+          f"{', '.join(sorted(missing))}.")
+    return x[IMAGES], x[LABELLED_IMAGES]
+  return x, None
+
+
+def has_batch_norm(layer):
+  """Whether `layer` or any layer inside it is a BatchNormalization."""
+  return any(isinstance(l, keras.layers.BatchNormalization)
+             for l in layer._flatten_layers())  # pylint: disable=protected-access
+
 
 @keras.saving.register_keras_serializable(package="ebmkit")
 class EnergyModel(keras.Model):
@@ -22,6 +46,12 @@ class EnergyModel(keras.Model):
   where the chains start from the replay buffer and are written back to it.
   With (w_clf, w_px, w_pxy) = (1, 1, 0) this is JEM; (1, 0, 1) is "JEM
   p(x|y) factored"; a `ScalarEnergyHead` with (0, 1, 0) and w_l2 > 0 is IGEBM.
+
+  Batches are (x, y), or for semi-supervised training, as the reference
+  draws them, ({"images": x, "labelled_images": x_l}, y_l): the p(x) term
+  reads x (any images), the cross-entropy and p(x|y) terms read the labelled
+  batch x_l with labels y_l (`ebmkit.data.load_dataset(labels_per_class=...)`
+  builds these). In a single batch, labels < 0 mark unlabelled examples.
 
   Calling the model returns the head's dict (`energy`, `log_px`, and for
   classifiers `class_energy`, `log_pyx`) plus `logits`/`features`.
@@ -40,12 +70,18 @@ class EnergyModel(keras.Model):
       the reference does with a class-conditional buffer: y ~ p(y) (uniform),
       then SGLD on E(x, y) from buffer slice y; the loss still uses E(x̂).
     seed: int seed for the model's own draws (labels for conditional chains).
+    separate_passes: run the backbone once per part of the step (data,
+      samples, labelled batch) instead of once over their concatenation, so
+      that batch normalisation normalises each part by its own statistics
+      and its running averages see each part apart, as in the reference.
+      "auto": when the backbone has a BatchNormalization layer (one joint
+      pass is faster otherwise and gives the same result).
   """
 
   def __init__(self, backbone=None, head=None, replay_buffer=None,
                sampler=None, clf_weight=1.0, px_weight=1.0, pxy_weight=0.0,
                l2_weight=0.0, px_conditional_chains=False, seed=None,
-               **kwargs):
+               separate_passes="auto", **kwargs):
     super().__init__(**kwargs)
     if backbone is None:
       raise ValueError("EnergyModel needs a `backbone`: a Keras model that "
@@ -68,6 +104,10 @@ class EnergyModel(keras.Model):
     self.px_conditional_chains = bool(px_conditional_chains)
     self.seed = seed
     self.seed_generator = keras.random.SeedGenerator(seed)
+    if separate_passes not in ("auto", True, False):
+      raise ValueError(f"EnergyModel.separate_passes must be 'auto', True or "
+                       f"False, got {separate_passes!r}.")
+    self.separate_passes = separate_passes
     self.num_classes = None
     if not self.classifies and (self.clf_weight or self.pxy_weight
                                 or self.px_conditional_chains):
@@ -116,10 +156,20 @@ class EnergyModel(keras.Model):
     return bool(self.px_weight or self.pxy_weight)
 
   @property
+  def passes_apart(self):
+    """Whether the train step runs the backbone once per part (see
+    `separate_passes`)."""
+    if self.separate_passes == "auto":
+      return has_batch_norm(self.backbone)
+    return bool(self.separate_passes)
+
+  @property
   def metrics(self):
     return list(self._trackers.values())
 
   def build(self, input_shape):
+    if isinstance(input_shape, dict):  # A semi-supervised batch.
+      input_shape = input_shape[IMAGES]
     input_shape = tuple(input_shape)
     if not self.backbone.built:
       self.backbone.build(input_shape)
@@ -145,12 +195,14 @@ class EnergyModel(keras.Model):
     return tf.cast(self.backbone(x, training=training), tf.float32)
 
   def call(self, x, training=False):
+    x = split_images(x)[0]
     out = self._backbone(x, training=training)
     result = dict(self.head(out))
     result["logits" if self.classifies else "features"] = out
     return result
 
   def compute_output_spec(self, x, training=False):
+    x = split_images(x)[0]
     out = self.backbone.compute_output_spec(x)
     result = dict(self.head.compute_output_spec(out))
     result["logits" if self.classifies else "features"] = out
@@ -275,11 +327,23 @@ class EnergyModel(keras.Model):
     with tf.control_dependencies(checks):
       return tf.identity(x)
 
+  def _forward(self, parts):
+    """Backbone outputs of each part: one pass over their concatenation, or
+    one pass per part (`separate_passes`)."""
+    if self.passes_apart or len(parts) == 1:
+      return [self._backbone(p, training=True) for p in parts]
+    sizes = tf.stack([tf.shape(p)[0] for p in parts])
+    return tf.split(self._backbone(tf.concat(parts, 0), training=True), sizes)
+
   def train_step(self, data):
     self.trace_counts["train_step"] += 1
     x, y, _ = keras.utils.unpack_x_y_sample_weight(data)
+    x, x_labelled = split_images(x)
     self._build_for(x)
-    x = self._check_batch(x, y)
+    x = self._check_batch(x, y if x_labelled is None else None)
+    if x_labelled is not None:
+      x_labelled = self._check_batch(x_labelled, y)
+    x_clf = x if x_labelled is None else x_labelled
     batch_size = tf.shape(x)[0]
     chains = []  # (name, samples, labels or None)
     if self.px_weight:
@@ -295,45 +359,53 @@ class EnergyModel(keras.Model):
                          "yield (image, label) pairs.")
       # Unlabelled examples (label < 0) get a class drawn from p(y).
       labels = tf.cast(y, tf.int32)
-      labels = tf.where(labels >= 0, labels, self._random_labels(batch_size))
-      starts, slots = self.replay_buffer.draw(batch_size, y=labels)
+      labels = tf.where(labels >= 0, labels,
+                        self._random_labels(tf.shape(x_clf)[0]))
+      starts, slots = self.replay_buffer.draw(tf.shape(x_clf)[0], y=labels)
       samples = self._chain(starts, labels)
       self.replay_buffer.write(slots, samples)
       chains.append(("pxy", samples, labels))
 
+    # The reference's order of forward passes: data, p(x) samples, the
+    # labelled batch, p(x|y) samples (it matters to batch-norm averages).
+    parts = [("data", x)] + [(c[0], c[1]) for c in chains if c[0] == "px"]
+    if x_labelled is not None:
+      parts.append(("labelled", x_labelled))
+    parts += [(c[0], c[1]) for c in chains if c[0] == "pxy"]
     with tf.GradientTape() as tape:
-      # One forward pass over data and samples together.
-      inputs = tf.concat([x] + [c[1] for c in chains], axis=0)
-      out = self._backbone(inputs, training=True)
-      terms, data_out, energy_samples = self._loss_terms(out, y, chains)
+      outs = self._forward([p for _, p in parts])
+      # One head call over every part (a spectral-normalised head then
+      # updates once per step).
+      sizes = tf.stack([tf.shape(o)[0] for o in outs])
+      energies = tf.split(self.head(tf.concat(outs, 0), training=True)[
+          "energy"], sizes)
+      named = {name: (out, e) for (name, _), out, e in zip(parts, outs,
+                                                          energies)}
+      terms, clf_out, energy_samples = self._loss_terms(named, y, chains)
       loss = tf.add_n([w * terms[t] for t, w in zip(_TERMS, self._term_weights)
                        if w])
     variables = self.trainable_variables
     grads = tape.gradient(loss, variables)
     self.optimizer.apply(grads, variables)
-    return self._update_metrics(loss, terms, data_out, y, energy_samples)
+    return self._update_metrics(loss, terms, clf_out, y, energy_samples)
 
-  def _loss_terms(self, out, y, chains):
-    """Splits the joint forward pass and computes each term of the loss."""
-    parts = 1 + len(chains)
-    # One head call over data and samples (a spectral-normalised head then
-    # updates once per step).
-    energies = tf.split(self.head(out, training=True)["energy"], parts)
-    outs = tf.split(out, parts) if chains else [out]
-    data_out, e_data = outs[0], energies[0]
+  def _loss_terms(self, named, y, chains):
+    """Each term of the loss from the parts' (backbone output, energy)."""
+    data_out, e_data = named["data"]
+    clf_out = named["labelled"][0] if "labelled" in named else data_out
     terms = {"energy_data": tf.reduce_mean(e_data)}
     energy_samples = None
     if self.clf_weight:
-      terms["clf_loss"] = self._cross_entropy(data_out, y)
-    for (name, _, labels), sample_out, e_marginal in zip(chains, outs[1:],
-                                                         energies[1:]):
+      terms["clf_loss"] = self._cross_entropy(clf_out, y)
+    for name, _, labels in chains:
+      sample_out, e_marginal = named[name]
       if name == "px":
         e_samples = e_marginal
         terms["px_loss"] = tf.reduce_mean(e_data) - tf.reduce_mean(e_samples)
       else:
         e_samples = energy_lib.class_energy_from_logits(sample_out, labels)
         terms["pxy_loss"] = (
-            tf.reduce_mean(energy_lib.class_energy_from_logits(data_out,
+            tf.reduce_mean(energy_lib.class_energy_from_logits(clf_out,
                                                                labels))
             - tf.reduce_mean(e_samples))
       if energy_samples is None:
@@ -343,7 +415,7 @@ class EnergyModel(keras.Model):
       if energy_samples is not None:
         l2 += tf.reduce_mean(tf.square(energy_samples))
       terms["l2_loss"] = l2
-    return terms, data_out, energy_samples
+    return terms, clf_out, energy_samples
 
   def _random_labels(self, n):
     """y ~ p(y), uniform over the classes."""
@@ -382,6 +454,8 @@ class EnergyModel(keras.Model):
   def test_step(self, data):
     self.trace_counts["test_step"] += 1
     x, y, _ = keras.utils.unpack_x_y_sample_weight(data)
+    x, x_labelled = split_images(x)
+    x = x if x_labelled is None else x_labelled  # y labels the labelled.
     self._build_for(x)
     out = self._backbone(x, training=False)
     terms = {"energy_data": tf.reduce_mean(self.head(out)["energy"])}
@@ -409,6 +483,7 @@ class EnergyModel(keras.Model):
         "l2_weight": self.l2_weight,
         "px_conditional_chains": self.px_conditional_chains,
         "seed": self.seed,
+        "separate_passes": self.separate_passes,
     }
 
   @classmethod

@@ -65,7 +65,8 @@ def _fit_informative_init(model, train_ds):
   """Fits the buffer's per-class Gaussians to one pass of the training data."""
   images, labels = [], []
   for x, y in train_ds:
-    images.append(x.numpy())
+    x, x_labelled = models.split_images(x)
+    images.append((x if x_labelled is None else x_labelled).numpy())
     labels.append(y.numpy())
   images, labels = np.concatenate(images), np.concatenate(labels)
   labelled = labels >= 0
@@ -85,7 +86,7 @@ def _check_data(train_ds, info, model, split, steps_per_epoch):
     raise ValueError(
         f"The training split {split!r} of {info.name!r} gives no batch: it is "
         f"empty or smaller than load_dataset.batch_size.")
-  x_spec = train_ds.element_spec[0]
+  x_spec = models.split_images(train_ds.element_spec[0])[0]
   batch = x_spec.shape[0]
   if batch is not None and model.draws_samples and (
       batch > model.replay_buffer.size):

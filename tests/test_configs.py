@@ -7,6 +7,7 @@ import sys
 import zipfile
 
 import gin
+import numpy as np
 import pytest
 import tensorflow_datasets as tfds
 
@@ -50,6 +51,30 @@ def test_every_shipped_config_builds_and_trains_two_steps(name, tmp_path):
   for key, value in results["train_metrics_last_epoch"].items():
     assert value == value, key  # Not NaN.
   assert ("test_accuracy" in results) == (not name.startswith("igebm"))
+
+
+@pytest.mark.parametrize("name, extra", [
+    # Semi-supervised: 3 labels per class of 128 images, two pipelines.
+    ("jem_digits.gin", ["load_dataset.labels_per_class = 3",
+                        "train.train_split = 'train[:128]'"]),
+    ("jem_factored_digits.gin", ["load_dataset.labels_per_class = 3",
+                                 "train.train_split = 'train[:128]'"]),
+    # Batch norm: separate forward passes for data and samples.
+    ("jem_cifar10.gin", ["NORM = 'batch'"])])
+def test_semi_supervised_and_batch_norm_variants_train(name, extra, tmp_path):
+  gin_utils.parse([name], TINY + extra)
+  if "cifar" in name:
+    with tfds.testing.mock_data(num_examples=16):
+      results = train_lib.train(workdir=str(tmp_path))
+  else:
+    results = train_lib.train(workdir=str(tmp_path))
+  split = gin.query_parameter("train.train_split")
+  assert results["steps"] == (16 if split == "train[:128]" else 2)
+  for key, value in results["train_metrics_last_epoch"].items():
+    assert np.isfinite(value), key
+  model = train_lib.build_model(data.dataset_info(
+      gin.query_parameter("load_dataset.name")))
+  assert model.passes_apart == ("NORM = 'batch'" in extra)
 
 
 def test_bare_names_resolve_from_any_directory(tmp_path, monkeypatch):

@@ -97,13 +97,36 @@ def test_unknown_dataset_name_is_explained():
     data.tfds_load("no_such_digits", "train")
 
 
-def test_labels_per_class_keeps_exactly_that_many_labels():
-  ds = data.load_dataset(split="train", batch_size=479, labels_per_class=7)
-  labels = np.concatenate([y.numpy() for _, y in ds])  # 3 × 479 = 1,437.
-  assert len(labels) == 1437
-  kept = labels[labels >= 0]
-  np.testing.assert_array_equal(np.bincount(kept, minlength=10), [7] * 10)
-  assert np.sum(labels == -1) == 1437 - 70
+def test_semi_supervised_steps_carry_a_full_labelled_batch():
+  # The reference's two pipelines: p(x) from every image, the cross-entropy
+  # from a full batch of the labelled subset (7 per class), cycled.
+  ds = data.load_dataset(split="train", batch_size=32, labels_per_class=7,
+                         data_noise=0.0)
+  everything, true_labels = (t.numpy() for t in next(iter(data.load_dataset(
+      split="train", batch_size=1437, training=False))))
+  steps = list(ds)
+  assert len(steps) == 1437 // 32  # An epoch is one pass over all images.
+  images = np.concatenate([x["images"].numpy() for x, _ in steps])
+  labelled = np.concatenate([x["labelled_images"].numpy() for x, _ in steps])
+  labels = np.concatenate([y.numpy() for _, y in steps])
+  assert all(len(y) == 32 for _, y in steps)  # 32 labelled per step, not ~0.2.
+  assert len(np.unique(images.reshape(len(images), -1), axis=0)) == len(images)
+  subset, index = np.unique(labelled.reshape(len(labelled), -1), axis=0,
+                            return_index=True)
+  assert len(subset) == 70  # Cycled over exactly the 70 labelled images.
+  np.testing.assert_array_equal(np.bincount(labels[index], minlength=10),
+                                [7] * 10)
+  assert labels.min() >= 0
+  # The labelled images are training images with their true labels.
+  flat = everything.reshape(len(everything), -1)
+  for image, label in zip(subset, labels[index]):
+    match = np.flatnonzero(np.abs(flat - image).max(axis=1) < 1e-6)
+    assert len(match) and label in true_labels[match]
+
+
+def test_a_labelled_subset_smaller_than_a_batch_is_explained():
+  with pytest.raises(ValueError, match="fewer than one batch"):
+    data.load_dataset(split="train", batch_size=64, labels_per_class=2)
 
 
 def test_labels_per_class_larger_than_a_class_is_explained():

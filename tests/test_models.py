@@ -156,3 +156,68 @@ def test_standalone_sampler_lowers_the_energy():
   assert float(tf.reduce_mean(model.energy(samples))) < start_energy
   conditional = model.sample(y=[0, 1, 2], steps=5)
   assert conditional.shape == (3, 2)
+
+
+def bn_model(separate_passes="auto"):
+  backbone = keras.Sequential([
+      keras.layers.BatchNormalization(momentum=0.5, epsilon=1e-3,
+                                      center=False, scale=False, name="bn"),
+      keras.layers.Dense(3, name="dense")])
+  model = models.EnergyModel(
+      backbone, replay_buffer=buffer.ReplayBuffer(size=4, reinit_prob=0.0),
+      sampler=sampling.LangevinSampler(steps=0, noise=0.0),
+      separate_passes=separate_passes)
+  model.build((None, 2))
+  # Every sample is (0.5, 0.5): its own batch statistics map it to 0.
+  model.replay_buffer.samples.assign(np.full((4, 2), 0.5, np.float32))
+  model.compile(optimizer=keras.optimizers.SGD(0.0), jit_compile=False)
+  return model
+
+
+def test_batch_norm_normalises_data_and_samples_by_their_own_statistics():
+  model = bn_model()
+  assert model.passes_apart
+  w, b = (v.numpy() for v in model.backbone.get_layer("dense").weights)
+  x = np.array([[1.0, -1.0], [0.3, 0.2], [-0.5, 0.9]], np.float32)
+  normed = (x - x.mean(0)) / np.sqrt(x.var(0) + 1e-3)
+  logs = model.train_on_batch(x, np.array([0, 1, 2]), return_dict=True)
+  np.testing.assert_allclose(logs["energy_data"],
+                             np.mean(-logsumexp(normed @ w + b, -1)),
+                             rtol=1e-5)
+  np.testing.assert_allclose(logs["energy_samples"], -logsumexp(b),
+                             rtol=1e-5)
+  # Running averages: one update from the data, then one from the samples.
+  bn = model.backbone.get_layer("bn")
+  mean1, var1 = 0.5 * 0 + 0.5 * x.mean(0), 0.5 * 1 + 0.5 * x.var(0)
+  np.testing.assert_allclose(bn.moving_mean.numpy(), 0.5 * mean1 + 0.5 * 0.5,
+                             rtol=1e-5)
+  np.testing.assert_allclose(bn.moving_variance.numpy(), 0.5 * var1,
+                             rtol=1e-5)
+  # One joint pass (what ebmkit did before) mixes the statistics.
+  joint = bn_model(separate_passes=False)
+  joint.backbone.set_weights(model.backbone.get_weights())
+  joint.backbone.get_layer("bn").moving_mean.assign(np.zeros(2))
+  joint.backbone.get_layer("bn").moving_variance.assign(np.ones(2))
+  mixed = joint.train_on_batch(x, np.array([0, 1, 2]), return_dict=True)
+  assert abs(mixed["energy_data"] - logs["energy_data"]) > 1e-2
+
+
+def test_a_semi_supervised_step_reads_each_batch_for_its_terms():
+  model = tiny_model(weights=(1.0, 1.0, 0.0, 0.0))
+  w, b = (v.numpy() for v in model.backbone.get_layer("dense").weights)
+  x_all = np.array([[1.0, -1.0], [0.3, 0.2], [-0.5, 0.9]], np.float32)
+  x_lab = np.array([[0.7, 0.1], [-0.2, -0.4], [0.0, 1.0]], np.float32)
+  y_lab = np.array([2, 0, 1])
+  e_all = -logsumexp(x_all @ w + b, -1)
+  e_s = -logsumexp(np.full(2, 0.5) @ w + b)
+  ce = -np.mean(log_softmax(x_lab @ w + b, -1)[np.arange(3), y_lab])
+  model.compile(optimizer=keras.optimizers.SGD(0.0), jit_compile=False)
+  logs = model.train_on_batch(
+      {models.IMAGES: x_all, models.LABELLED_IMAGES: x_lab}, y_lab,
+      return_dict=True)
+  np.testing.assert_allclose(logs["clf_loss"], ce, rtol=1e-5)
+  np.testing.assert_allclose(logs["energy_data"], e_all.mean(), rtol=1e-5)
+  np.testing.assert_allclose(logs["px_loss"], e_all.mean() - e_s, rtol=1e-5,
+                             atol=1e-6)
+  np.testing.assert_allclose(
+      logs["accuracy"], np.mean((x_lab @ w + b).argmax(-1) == y_lab))
