@@ -14,10 +14,10 @@ from ebmkit import train
 from ebmkit.buffer import ReplayBuffer
 from ebmkit.energy import EnergyHead
 from ebmkit.energy import ScalarEnergyHead
+from ebmkit.experiment import load_model
 from ebmkit.models import EnergyModel
 from ebmkit.sampling import LangevinSampler
 from ebmkit.serving import export
 from ebmkit.serving import export_workdir
-from ebmkit.train import load_model
 
 __version__ = "0.1.0"

@@ -225,9 +225,6 @@ class ReplayBuffer(keras.layers.Layer):
         y = tf.range(start, start + n) // self.slice_size
       self.samples[start:start + n].assign(self.fresh(n, y))
 
-  def call(self, batch_size, y=None):
-    return self.draw(batch_size, y=y)
-
   def get_config(self):
     return {
         **super().get_config(),

@@ -1,4 +1,5 @@
-"""Keras callbacks for training EBMs: checkpoints and sample grids."""
+"""Keras callbacks for training EBMs: checkpoints and sample grids (the
+divergence guard is in `ebmkit.recovery`)."""
 
 import os
 
@@ -21,7 +22,7 @@ class Checkpointer(keras.callbacks.Callback):
     super().__init__()
     self.manager = manager
     self.every_steps = int(every_steps)
-    self.guard = guard  # A DivergenceGuard: no save of a diverged state.
+    self.guard = guard  # A recovery.DivergenceGuard: no diverged state saved.
 
   def _step(self):
     return int(self.model.optimizer.iterations.numpy())
@@ -79,59 +80,3 @@ class SampleGrid(keras.callbacks.Callback):
         tf.summary.image("samples/buffer", grid[None],
                          step=int(self.model.optimizer.iterations.numpy()))
       self.writer.flush()
-
-
-class DivergenceGuard(keras.callbacks.Callback):
-  """Stops training at the first sign of divergence and says why.
-
-  After each step it checks the running loss and mean energies of data and
-  samples: NaN or Inf, |loss| above `loss_bound`, |E| above `energy_bound`,
-  or the gap between the data's and the samples' energies above `gap_bound`.
-  `healthy()` also checks that the replay buffer holds only finite samples
-  (the `Checkpointer` asks it before every save, so no diverged state is ever
-  written). `ebmkit.train` then rolls back and recovers.
-  """
-
-  def __init__(self, loss_bound=1e4, energy_bound=1e4, gap_bound=1e3):
-    super().__init__()
-    self.loss_bound = loss_bound
-    self.energy_bound = energy_bound
-    self.gap_bound = gap_bound
-    self.reason = None
-
-  def reset(self):
-    self.reason = None
-
-  def _flag(self, reason):
-    if self.reason is None:
-      self.reason = reason
-      self.model.stop_training = True
-
-  def on_train_batch_end(self, batch, logs=None):
-    logs = logs or {}
-    values = {}
-    for key, bound in (("loss", self.loss_bound),
-                       ("energy_data", self.energy_bound),
-                       ("energy_samples", self.energy_bound)):
-      if key not in logs:
-        continue
-      value = float(logs[key])
-      values[key] = value
-      if not np.isfinite(value):
-        return self._flag(f"{key} is {value}")
-      if abs(value) > bound:
-        return self._flag(f"|{key}| = {abs(value):.4g} exceeds {bound:g}")
-    if "energy_data" in values and "energy_samples" in values:
-      gap = abs(values["energy_data"] - values["energy_samples"])
-      if gap > self.gap_bound:
-        self._flag(f"the energy gap between data and samples, {gap:.4g}, "
-                   f"exceeds {self.gap_bound:g}")
-
-  def buffer_finite(self):
-    return bool(tf.reduce_all(tf.math.is_finite(
-        self.model.replay_buffer.samples.value)))
-
-  def healthy(self):
-    if self.reason is None and not self.buffer_finite():
-      self._flag("the replay buffer holds NaN or Inf samples")
-    return self.reason is None

@@ -1,9 +1,9 @@
 """Checkpoints of the whole training state: weights, optimizer, buffer, RNG."""
 
-import os
-
 from absl import logging
 import tensorflow as tf
+
+from ebmkit import workdir as workdir_lib
 
 
 def _by_position(variables):
@@ -39,7 +39,7 @@ def make_manager(model, workdir, max_to_keep=3):
   if not model.optimizer.built:
     model.optimizer.build(model.trainable_variables)
   return tf.train.CheckpointManager(
-      make_checkpoint(model), os.path.join(workdir, "checkpoints"),
+      make_checkpoint(model), workdir_lib.checkpoints_dir(workdir),
       max_to_keep=max_to_keep)
 
 
@@ -85,7 +85,7 @@ def save_model_only(model, workdir, step=0):
   """
   manager = tf.train.CheckpointManager(
       make_checkpoint(model, with_optimizer=False),
-      os.path.join(workdir, "checkpoints"), max_to_keep=None)
+      workdir_lib.checkpoints_dir(workdir), max_to_keep=None)
   return manager.save(checkpoint_number=step)
 
 
@@ -97,7 +97,7 @@ def restore_model(model, workdir):
   Returns:
     The checkpoint path, or None if `workdir` holds no checkpoint.
   """
-  path = tf.train.latest_checkpoint(os.path.join(workdir, "checkpoints"))
+  path = tf.train.latest_checkpoint(workdir_lib.checkpoints_dir(workdir))
   if path is None:
     return None
   status = make_checkpoint(model, with_optimizer=False).restore(path)

@@ -1,25 +1,29 @@
-"""gin registrations for Keras classes, in one place.
+"""Registers every ebmkit configurable with gin, in one place.
 
 `@gin.configurable` on a Keras 3 Layer/Model crashes at construction, so the
-Keras classes (ebmkit's and the Keras built-ins a config needs) are registered
-here with `gin.external_configurable`. Plain functions carry
-`@gin.configurable` where they are defined.
+Keras classes a config builds (ebmkit's and the Keras built-ins) are
+registered here with `gin.external_configurable`. Plain functions carry
+`@gin.configurable` where they are defined; importing their modules here
+registers them, so that `import ebmkit` is all a .gin file needs.
 """
 
 import gin
 import keras
 
+from ebmkit import backbones  # pylint: disable=unused-import
 from ebmkit import buffer
+from ebmkit import data  # pylint: disable=unused-import
 from ebmkit import energy
+from ebmkit import experiment  # pylint: disable=unused-import
 from ebmkit import models
-from ebmkit import backbones
 from ebmkit import sampling
 from ebmkit import schedules
+from ebmkit import train  # pylint: disable=unused-import
+from ebmkit.evaluation import report  # pylint: disable=unused-import
 
 for _cls in (models.EnergyModel, energy.EnergyHead, energy.ScalarEnergyHead,
              buffer.ReplayBuffer, sampling.LangevinSampler,
-             schedules.WarmupStepDecay, backbones.WideResNet,
-             backbones.IGEBMResNet):
+             schedules.WarmupStepDecay):
   gin.external_configurable(_cls, module="ebmkit")
 
 for _cls in (keras.optimizers.Adam, keras.optimizers.AdamW,

@@ -14,15 +14,19 @@ use as they use a trained one.
     python -m ebmkit.convert --checkpoint=CIFAR10_MODEL.pt --workdir=runs/ref
 """
 
-import json
 import os
 import re
 
+import gin
 import numpy as np
 
 from ebmkit import backbones
+from ebmkit import checkpoints
 from ebmkit import energy as energy_lib
+from ebmkit import experiment
+from ebmkit import gin_utils
 from ebmkit import torch_checkpoint
+from ebmkit import workdir as workdir_lib
 
 # Modules of the reference network that a model does not use, with why.
 _UNUSED_BY_JEM = {
@@ -331,11 +335,7 @@ def convert_to_workdir(state_dict, workdir, replay_buffer=None):
   Returns:
     Dict with the checkpoint path and the recognised-but-unused keys.
   """
-  from ebmkit import checkpoints  # pylint: disable=g-import-not-at-top
-  from ebmkit import data  # pylint: disable=g-import-not-at-top
-  from ebmkit import gin_utils  # pylint: disable=g-import-not-at-top
-  from ebmkit import train  # pylint: disable=g-import-not-at-top
-  model = train.build_model(data.dataset_info(data.configured_name()))
+  model = experiment.configured_model()
   ignored = load_jem_state_dict(model, state_dict)
   if replay_buffer is not None:
     load_replay_buffer(model, replay_buffer)
@@ -354,8 +354,6 @@ def convert_file(checkpoint, workdir, gin_files=("jem_cifar10.gin",),
   Returns:
     The conversion report (also written to workdir/conversion.json).
   """
-  import gin  # pylint: disable=g-import-not-at-top
-  from ebmkit import gin_utils  # pylint: disable=g-import-not-at-top
   state, buffer = read_checkpoint(checkpoint)
   architecture = infer_architecture(state)
   inferred = gin_bindings(architecture, uncond,
@@ -367,8 +365,8 @@ def convert_file(checkpoint, workdir, gin_files=("jem_cifar10.gin",),
                 if uncond else "CCF (JEM)", architecture=architecture,
                 bindings=inferred, unused=describe_unused(
                     report["ignored_keys"], uncond))
-  with open(os.path.join(workdir, "conversion.json"), "w") as f:
-    json.dump(report, f, indent=2)
+  workdir_lib.write_json(workdir_lib.path(workdir, workdir_lib.CONVERSION),
+                         report)
   return report
 
 

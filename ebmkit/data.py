@@ -136,12 +136,6 @@ def to_unit_range(image):
   return tf.cast(image, tf.float32) / 127.5 - 1.0
 
 
-def from_unit_range(x):
-  """Floats in [-1, 1] to uint8 pixels 0..255 (clipped)."""
-  x = tf.clip_by_value((x + 1.0) * 127.5, 0.0, 255.0)
-  return tf.cast(tf.round(x), tf.uint8)
-
-
 def augment_image(image, pad=4, flip=True):
   """The reference's augmentation: reflect-pad, random crop back, h-flip."""
   shape = tf.shape(image)

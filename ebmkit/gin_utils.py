@@ -9,9 +9,8 @@ import pathlib
 
 import gin
 
-import ebmkit
+from ebmkit import workdir as workdir_lib
 
-OPERATIVE_CONFIG = "operative_config.gin"
 DEFAULT_GIN_FILE = "jem_digits.gin"
 
 
@@ -21,7 +20,7 @@ def config_dirs():
   The source tree's top-level gin/ (a checkout or an editable install) and
   ebmkit/configs (where a non-editable install puts the same files).
   """
-  package = pathlib.Path(ebmkit.__file__).resolve().parent
+  package = pathlib.Path(__file__).resolve().parent
   candidates = [package / "configs", package.parent / "gin"]
   return [str(p) for p in candidates if p.is_dir()]
 
@@ -85,10 +84,9 @@ def parse(gin_files=(), gin_bindings=(), finalize=True):
   """Parses gin files (by path or shipped name) and bindings.
 
   Shipped configs `include` their parts ("models/convnet.gin") relative to the
-  config folders, so those folders are on gin's search path.
+  config folders, so those folders are on gin's search path. Every ebmkit
+  configurable is registered by `import ebmkit` (ebmkit.configurables).
   """
-  import ebmkit.configurables  # pylint: disable=unused-import,g-import-not-at-top
-  import ebmkit.evaluation.report  # pylint: disable=unused-import,g-import-not-at-top
   for folder in config_dirs():
     if folder not in gin.config._LOCATION_PREFIXES:  # pylint: disable=protected-access
       gin.add_config_file_search_path(folder)
@@ -171,9 +169,6 @@ def write_operative_config(workdir, complete=False):
       of configurables called so far. A converted checkpoint needs it: no data
       set was loaded, yet evaluation must know which (`load_dataset.name`).
   """
-  os.makedirs(workdir, exist_ok=True)
-  path = os.path.join(workdir, OPERATIVE_CONFIG)
-  with open(path + ".tmp", "w") as f:
-    f.write(gin.config_str() if complete else gin.operative_config_str())
-  os.replace(path + ".tmp", path)
-  return path
+  return workdir_lib.write_text(
+      workdir_lib.path(workdir, workdir_lib.OPERATIVE_CONFIG),
+      gin.config_str() if complete else gin.operative_config_str())

@@ -9,39 +9,21 @@ false-positive rate; conditional density: p(y|x) at inverse temperature β.
 import numpy as np
 import tensorflow as tf
 
+from ebmkit import validation
 
-def check_inputs(model, x, data_range=(-1.0, 1.0), tolerance=0.5):
+
+def check_inputs(model, x):
   """Validates a batch of inputs for `model`; returns it as float32.
 
+  The one input check (`validation.check_array`) against the model's sample
+  shape and data range.
+
   Raises:
-    ValueError: wrong rank, shape or dtype, NaN/Inf, or values more than
-      `tolerance` outside the data range (training data carries small
-      Gaussian noise, so values slightly outside the range are normal).
+    ValueError: wrong rank, shape or dtype, NaN/Inf, or values outside the
+      model's data range (with `validation.TOLERANCE`).
   """
-  expected = tuple(model.replay_buffer.sample_shape)
-  x = np.asarray(x) if not tf.is_tensor(x) else x.numpy()
-  if not (np.issubdtype(x.dtype, np.floating)
-          or np.issubdtype(x.dtype, np.integer)):
-    raise ValueError(f"Inputs must be numbers, got dtype {x.dtype}.")
-  if x.ndim != len(expected) + 1:
-    raise ValueError(
-        f"Inputs must be a batch of shape [n, {', '.join(map(str, expected))}]"
-        f" (rank {len(expected) + 1}), got rank {x.ndim} shape {x.shape}. "
-        "Add a batch axis for a single example: x[None].")
-  if tuple(x.shape[1:]) != expected:
-    raise ValueError(f"Each input must have shape {expected}, got "
-                     f"{tuple(x.shape[1:])}.")
-  x = x.astype(np.float32)
-  if not np.isfinite(x).all():
-    raise ValueError(f"Inputs contain {np.sum(~np.isfinite(x))} NaN or Inf "
-                     "values.")
-  low, high = data_range
-  if x.min() < low - tolerance or x.max() > high + tolerance:
-    raise ValueError(
-        f"Inputs must be scaled to the data range [{low}, {high}] (as "
-        f"ebmkit.data.to_unit_range does for uint8 images), got values in "
-        f"[{x.min():.3g}, {x.max():.3g}].")
-  return x
+  return validation.check_array(x, model.replay_buffer.sample_shape,
+                                model.replay_buffer.data_range)
 
 
 def _check_labels(model, y, n):

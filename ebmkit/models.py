@@ -6,6 +6,7 @@ import tensorflow as tf
 from ebmkit import buffer as buffer_lib
 from ebmkit import energy as energy_lib
 from ebmkit import sampling
+from ebmkit import validation
 
 _TERMS = ("clf_loss", "px_loss", "pxy_loss", "l2_loss")
 
@@ -134,10 +135,9 @@ class EnergyModel(keras.Model):
         self._trackers[name] = keras.metrics.SparseCategoricalAccuracy(name)
       else:
         self._trackers[name] = keras.metrics.Mean(name)
+    # Compiled samplers for `sample`, by "<conditional>-<xla>" (string keys:
+    # Keras tracks this dict, and export walks it).
     self._samplers = {}
-    # Python-side counters: they grow only when TensorFlow traces (compiles)
-    # the step or a sampler, so a test can see retracing.
-    self.trace_counts = {"train_step": 0, "test_step": 0, "sample": 0}
 
   # -- structure -------------------------------------------------------------
 
@@ -220,23 +220,12 @@ class EnergyModel(keras.Model):
     logits = self._backbone(x, training=training)
     return energy_lib.class_energy_from_logits(logits, y)
 
-  def log_px(self, x):
-    """Unnormalised log p(x) = -E(x)."""
-    return -self.energy(x)
-
   def _require_classes(self, what):
     if not self.classifies:
       raise ValueError(f"{what} needs class energies, but this model has a "
                        "ScalarEnergyHead (an unconditional EBM).")
 
   # -- sampling --------------------------------------------------------------
-
-  def _chain(self, starts, y=None, steps=None):
-    if y is None:
-      energy_fn = lambda v: self.energy(v)
-    else:
-      energy_fn = lambda v: self.class_energy(v, y)
-    return self.sampler(starts, energy_fn=energy_fn, steps=steps)
 
   def sample(self, num_samples=64, y=None, steps=None, from_buffer=False,
              jit_compile="auto"):
@@ -268,15 +257,16 @@ class EnergyModel(keras.Model):
     else:
       starts = buf.fresh(num_samples, y)
     jit_compile = sampling.resolve_jit_compile(jit_compile)
-    key = (conditional, jit_compile)
+    key = f"{'conditional' if conditional else 'marginal'}-{jit_compile}"
     if key not in self._samplers:
-      def fn(x0, labels, n):
-        self.trace_counts["sample"] += 1
-        return self._chain(x0, labels if conditional else None, n)
-      self._samplers[key] = tf.function(fn, jit_compile=jit_compile,
-                                        reduce_retracing=True)
-    labels = y if conditional else tf.zeros([num_samples], tf.int32)
-    return self._samplers[key](starts, labels, tf.constant(steps, tf.int32))
+      if conditional:
+        energy_fn = lambda v, labels: sampling.chain_energy(self, labels)(v)
+      else:
+        energy_fn = lambda v: sampling.chain_energy(self)(v)
+      self._samplers[key] = sampling.compiled_sampler(
+          self.sampler, energy_fn, jit_compile)
+    args = (y,) if conditional else ()
+    return self._samplers[key](starts, tf.constant(steps, tf.int32), *args)
 
   # -- training --------------------------------------------------------------
 
@@ -286,44 +276,22 @@ class EnergyModel(keras.Model):
       self.build(tuple(x.shape))
 
   def _check_batch(self, x, y):
-    """Clear errors for data that does not fit the model (trace-time shape
-    check, in-graph range and label checks)."""
-    want = tuple(self.replay_buffer.sample_shape)
-    got = tuple(x.shape[1:])
-    # Unknown (relaxed) dimensions are checked at run time by the ops.
-    if len(got) != len(want) or any(g is not None and g != w
-                                     for g, w in zip(got, want)):
-      raise ValueError(
-          f"Input images have shape {got} but this model was "
-          f"built for {want}: resize them in the data pipeline or build the "
-          f"model for that shape.")
-    low, high = self.replay_buffer.data_range
-    slack = 0.5 * (high - low)  # Room for σ_data noise and augmentation.
+    """Clear errors for data that does not fit the model: the one input
+    check (`validation.check_tensor`) plus in-graph label checks."""
+    x = validation.check_tensor(x, self.replay_buffer.sample_shape,
+                                self.replay_buffer.data_range)
+    if y is None or not self.classifies:
+      return x
+    yi = tf.cast(y, tf.int32)
     checks = [
-        tf.debugging.assert_all_finite(x, "ebmkit: input images contain NaN "
-                                       "or Inf."),
         tf.debugging.assert_greater_equal(
-            tf.reduce_min(x), tf.cast(low - slack, x.dtype),
-            message=f"ebmkit: input images go below the data range "
-                    f"[{low}, {high}]: scale pixels as pixel / 127.5 - 1 "
-                    f"(ebmkit.data.to_unit_range)."),
-        tf.debugging.assert_less_equal(
-            tf.reduce_max(x), tf.cast(high + slack, x.dtype),
-            message=f"ebmkit: input images go above the data range "
-                    f"[{low}, {high}] (uint8 pixels not scaled?): scale "
-                    f"pixels as pixel / 127.5 - 1 (ebmkit.data.to_unit_range)."),
+            yi, -1, message="ebmkit: labels must be class indices >= 0 "
+                            "(or -1 for unlabelled examples)."),
+        tf.debugging.assert_less(
+            yi, self.num_classes,
+            message=f"ebmkit: labels must be < {self.num_classes}, the "
+                    f"number of classes the backbone outputs."),
     ]
-    if y is not None and self.classifies:
-      yi = tf.cast(y, tf.int32)
-      checks += [
-          tf.debugging.assert_greater_equal(
-              yi, -1, message="ebmkit: labels must be class indices >= 0 "
-                              "(or -1 for unlabelled examples)."),
-          tf.debugging.assert_less(
-              yi, self.num_classes,
-              message=f"ebmkit: labels must be < {self.num_classes}, the "
-                      f"number of classes the backbone outputs."),
-      ]
     with tf.control_dependencies(checks):
       return tf.identity(x)
 
@@ -336,7 +304,6 @@ class EnergyModel(keras.Model):
     return tf.split(self._backbone(tf.concat(parts, 0), training=True), sizes)
 
   def train_step(self, data):
-    self.trace_counts["train_step"] += 1
     x, y, _ = keras.utils.unpack_x_y_sample_weight(data)
     x, x_labelled = split_images(x)
     self._build_for(x)
@@ -350,7 +317,7 @@ class EnergyModel(keras.Model):
       labels = (self._random_labels(batch_size) if self.px_conditional_chains
                 else None)
       starts, slots = self.replay_buffer.draw(batch_size, y=labels)
-      samples = self._chain(starts, labels)
+      samples = sampling.run_chain(self, starts, labels)
       self.replay_buffer.write(slots, samples)
       chains.append(("px", samples, None))
     if self.pxy_weight:
@@ -362,7 +329,7 @@ class EnergyModel(keras.Model):
       labels = tf.where(labels >= 0, labels,
                         self._random_labels(tf.shape(x_clf)[0]))
       starts, slots = self.replay_buffer.draw(tf.shape(x_clf)[0], y=labels)
-      samples = self._chain(starts, labels)
+      samples = sampling.run_chain(self, starts, labels)
       self.replay_buffer.write(slots, samples)
       chains.append(("pxy", samples, labels))
 
@@ -452,7 +419,6 @@ class EnergyModel(keras.Model):
             and (name != "l2_loss" or self.l2_weight)}
 
   def test_step(self, data):
-    self.trace_counts["test_step"] += 1
     x, y, _ = keras.utils.unpack_x_y_sample_weight(data)
     x, x_labelled = split_images(x)
     x = x if x_labelled is None else x_labelled  # y labels the labelled.

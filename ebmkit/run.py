@@ -39,15 +39,18 @@ def main(argv):
     # absl shows INFO by default: every checkpoint save, every TFDS lookup.
     logging.set_verbosity(logging.WARNING)
   from ebmkit import gin_utils  # pylint: disable=g-import-not-at-top
+  from ebmkit import recovery  # pylint: disable=g-import-not-at-top
   from ebmkit import train as train_lib  # pylint: disable=g-import-not-at-top
+  from ebmkit import workdir as workdir_lib  # pylint: disable=g-import-not-at-top
   gin_files = FLAGS.gin_file or [gin_utils.DEFAULT_GIN_FILE]
   workdir = FLAGS.workdir or os.path.join(
       "ebmkit_runs", pathlib.Path(gin_files[0]).stem)
   if FLAGS.mode in ("eval", "export") and not FLAGS.gin_file:
-    saved = os.path.join(workdir, gin_utils.OPERATIVE_CONFIG)
+    saved = workdir_lib.path(workdir, workdir_lib.OPERATIVE_CONFIG)
     if os.path.isfile(saved):
       gin_files = [saved]
   from ebmkit import data  # pylint: disable=g-import-not-at-top
+  from ebmkit import experiment  # pylint: disable=g-import-not-at-top
   from ebmkit.evaluation import report  # pylint: disable=g-import-not-at-top
   try:
     if FLAGS.mode == "compare":
@@ -63,17 +66,19 @@ def main(argv):
       train_lib.train(workdir=workdir)
     elif FLAGS.mode == "export":
       from ebmkit import serving  # pylint: disable=g-import-not-at-top
-      export_dir = FLAGS.export_dir or os.path.join(workdir, "export")
+      export_dir = FLAGS.export_dir or workdir_lib.path(workdir,
+                                                        workdir_lib.EXPORT)
       meta = serving.export_workdir(workdir, export_dir, FLAGS.detection_fpr)
       print(f"Exported {export_dir} with signatures "
             f"{', '.join(meta['signatures'])}.")
     else:
       result = report.evaluate(workdir=workdir)
-      print(f"Wrote {os.path.join(workdir, report.REPORT)} "
+      print(f"Wrote {workdir_lib.path(workdir, workdir_lib.REPORT)} "
             f"(accuracy {result.get('accuracy', 'n/a')}, "
             f"{result['wall_time_s']} s).")
   except (FileNotFoundError, data.DatasetUnavailableError,
-          train_lib.TrainingDivergedError) as e:
+          experiment.NoModelConfiguredError,
+          recovery.TrainingDivergedError) as e:
     # Problems the user fixes: say what, without a traceback.
     sys.exit(f"ebmkit: error: {e}")
 

@@ -118,20 +118,50 @@ def resolve_jit_compile(jit_compile):
   return any(d.device_type != "CPU" for d in tf.config.list_physical_devices())
 
 
+def chain_energy(model, y=None):
+  """The energy a chain on `model` descends: E(x), or E(x, y) for int labels
+  `y` [batch] (class-conditional chains). The one place chains pick their
+  energy, for training, sampling after training, serving and evaluation."""
+  if y is None:
+    return lambda v: model.energy(v)
+  return lambda v: model.class_energy(v, y)
+
+
+def run_chain(model, starts, y=None, steps=None, sampler=None):
+  """Runs Langevin chains on `model` from `starts`.
+
+  Args:
+    model: an `EnergyModel` (anything with `energy`, `class_energy` and a
+      `sampler`).
+    starts: chain starts [batch, ...].
+    y: optional int labels [batch]: sample x ~ p(x|y) from E(x, y).
+    steps: steps for this call (default: the sampler's η).
+    sampler: a `LangevinSampler` other than the model's own (e.g. the
+      evaluation's SGLD defence).
+
+  Returns:
+    The chains' final points.
+  """
+  sampler = model.sampler if sampler is None else sampler
+  return sampler(starts, energy_fn=chain_energy(model, y), steps=steps)
+
+
 def compiled_sampler(sampler, energy_fn, jit_compile=True):
-  """A standalone (XLA-)compiled sampling function for use after training.
+  """A standalone compiled sampling function, for use after training.
 
   Args:
     sampler: a `LangevinSampler`.
-    energy_fn: callable, points -> energies [batch].
+    energy_fn: callable, (points, *args) -> energies [batch]; `args` are
+      tensors passed through `run` (e.g. the labels of conditional chains).
     jit_compile: compile the chain with XLA.
 
   Returns:
-    A `tf.function` `run(x0, steps)` returning the chain's final points.
+    A `tf.function` `run(x0, steps, *args)` returning the chain's final
+    points. It traces once per input signature (`reduce_retracing`).
   """
 
   @tf.function(jit_compile=jit_compile, reduce_retracing=True)
-  def run(x0, steps):
-    return sampler(x0, energy_fn=energy_fn, steps=steps)
+  def run(x0, steps, *args):
+    return sampler(x0, energy_fn=lambda v: energy_fn(v, *args), steps=steps)
 
   return run

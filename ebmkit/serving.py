@@ -4,42 +4,24 @@ import json
 import os
 
 import keras
+import numpy as np
 import tensorflow as tf
 
+from ebmkit import data
+from ebmkit import experiment
+from ebmkit import gin_utils
+from ebmkit import inference
+from ebmkit import sampling
+from ebmkit import validation
+from ebmkit import workdir as workdir_lib
 from ebmkit.evaluation import ood
 
 SIGNATURES = ("classify", "energy", "log_px", "ood_score", "sample",
               "conditional_density", "detect")
 
 
-def _validated(x, data_range, tolerance, sample_shape):
-  """Input checks that run inside the SavedModel (InvalidArgument errors).
-
-  The signature's TensorSpec alone does not stop other image sizes: the
-  convolutional backbones accept them and would answer silently.
-  """
-  low, high = data_range
-  checks = [
-      tf.debugging.assert_equal(
-          tf.shape(x)[1:], tf.constant(sample_shape, tf.int32),
-          message=f"ebmkit: x must have shape [n, "
-                  f"{', '.join(map(str, sample_shape))}]."),
-      tf.debugging.assert_all_finite(x, "ebmkit: x contains NaN or Inf."),
-      tf.debugging.assert_greater_equal(
-          tf.reduce_min(x), low - tolerance,
-          message=f"ebmkit: x must be scaled to [{low}, {high}] "
-                  "(pixel / 127.5 - 1); found a value below."),
-      tf.debugging.assert_less_equal(
-          tf.reduce_max(x), high + tolerance,
-          message=f"ebmkit: x must be scaled to [{low}, {high}] "
-                  "(pixel / 127.5 - 1); found a value above."),
-  ]
-  with tf.control_dependencies(checks):
-    return tf.identity(x)
-
-
-def export(model, export_dir, detection=None, data_range=(-1.0, 1.0),
-           tolerance=0.5, max_sample_steps=10000):
+def export(model, export_dir, detection=None, data_range=None,
+           max_sample_steps=10000):
   """Writes `model` as a SavedModel with named signatures.
 
   Signatures (inputs → outputs; x is float32 [n, H, W, C] in the data range):
@@ -59,9 +41,10 @@ def export(model, export_dir, detection=None, data_range=(-1.0, 1.0),
     export_dir: output folder.
     detection: optional dict from `inference.calibrate_detection`; its
       threshold is saved in the model (else `detect` is not exported).
-    data_range: valid input range; values beyond it by more than `tolerance`,
-      NaN and Inf are rejected with InvalidArgument errors.
-    tolerance: slack beyond the data range.
+    data_range: the data range (default: the model's,
+      `replay_buffer.data_range`); inputs are checked against it by
+      `validation.check_tensor` (InvalidArgument errors), and fresh chains
+      start uniform in it.
     max_sample_steps: largest `steps` the sample signature accepts.
 
   Returns:
@@ -72,7 +55,10 @@ def export(model, export_dir, detection=None, data_range=(-1.0, 1.0),
   archive = keras.export.ExportArchive()
   archive.track(model)
   classifies = model.classifies
-  check = lambda x: _validated(x, data_range, tolerance, list(shape[1:]))
+  data_range = tuple(data_range or model.replay_buffer.data_range)
+  # The signature's TensorSpec alone does not stop other image sizes: the
+  # convolutional backbones accept them and would answer silently.
+  check = lambda x: validation.check_tensor(x, shape[1:], data_range)
   names = []
 
   def add(name, fn, signature):
@@ -117,12 +103,13 @@ def export(model, export_dir, detection=None, data_range=(-1.0, 1.0),
     with tf.control_dependencies(checks):
       starts = tf.random.uniform(tf.concat([[num_samples], shape[1:]], 0),
                                  *data_range)
-    energy_fn = lambda v: model.energy(v)
+    energy_fn = sampling.chain_energy(model)
     if classifies:
       labels = tf.fill([num_samples], tf.maximum(class_id, 0))
-      conditional = lambda v: model.class_energy(v, labels)
+      conditional = sampling.chain_energy(model, labels)
+      marginal = energy_fn
       energy_fn = lambda v: tf.cond(class_id >= 0, lambda: conditional(v),
-                                    lambda: model.energy(v))
+                                    lambda: marginal(v))
     return {"samples": model.sampler(starts, energy_fn=energy_fn,
                                      steps=steps)}
   scalar = lambda name: tf.TensorSpec([], tf.int32, name=name)
@@ -172,29 +159,20 @@ def export_workdir(workdir, export_dir, detection_fpr=0.05,
   Returns:
     The export's metadata (signatures, input shape, detection).
   """
-  from ebmkit import checkpoints  # pylint: disable=g-import-not-at-top
-  from ebmkit import data  # pylint: disable=g-import-not-at-top
-  from ebmkit import gin_utils  # pylint: disable=g-import-not-at-top
-  from ebmkit import inference  # pylint: disable=g-import-not-at-top
-  from ebmkit import train  # pylint: disable=g-import-not-at-top
-  import numpy as np  # pylint: disable=g-import-not-at-top
   split = calibration_split or gin_utils.bound(
       "train.validation_split", None) or gin_utils.bound(
           "train.test_split", "test")
   ds, info = data.load_dataset(split=split, training=False, with_info=True)
-  model = train.build_model(info)
-  if checkpoints.restore_model(model, workdir) is None:
-    raise FileNotFoundError(
-        f"No checkpoint in {os.path.join(workdir, 'checkpoints')}: train "
-        f"first (python -m ebmkit.run --workdir={workdir}).")
+  model = experiment.build_model(info)
+  experiment.restore(model, workdir)
   detection = None
   if model.classifies and detection_fpr:
     xs, ys = zip(*[(x.numpy(), y.numpy()) for x, y in ds])
     detection = inference.calibrate_detection(
         model, np.concatenate(xs), np.concatenate(ys), detection_fpr)
     detection["calibration_split"] = split
-    with open(os.path.join(workdir, "detection.json"), "w") as f:
-      json.dump(detection, f, indent=2)
+    workdir_lib.write_json(workdir_lib.path(workdir, workdir_lib.DETECTION),
+                           detection)
   export(model, export_dir, detection=detection)
   with open(os.path.join(export_dir, "ebmkit_export.json")) as f:
     return json.load(f)

@@ -24,13 +24,13 @@ def trained(tmp_path_factory):
   """JEM on the digits for 4 epochs (about 10 s), shared by the tests of
   evaluation and export: (workdir, restored model, 100 test images, labels).
   """
-  from ebmkit import checkpoints, data, gin_utils, train  # pylint: disable=g-import-not-at-top
+  from ebmkit import checkpoints, data, experiment, gin_utils, train  # pylint: disable=g-import-not-at-top
   workdir = str(tmp_path_factory.mktemp("jem"))
   gin.clear_config()
   gin_utils.parse(["jem_digits.gin"], ["EPOCHS = 4", "BUFFER_SIZE = 500",
                                        "train.checkpoint_every_steps = 0"])
   train.train(workdir=workdir)
-  model = train.build_model(data.dataset_info())
+  model = experiment.build_model(data.dataset_info())
   checkpoints.restore_model(model, workdir)
   x, y = next(iter(data.load_dataset(split="test", batch_size=360,
                                      training=False)))

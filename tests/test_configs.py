@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import tensorflow_datasets as tfds
 
-from ebmkit import data, gin_utils, train as train_lib
+from ebmkit import data, experiment, gin_utils, train as train_lib
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # Bindings that shrink any shipped config to two steps on the CPU.
@@ -72,7 +72,7 @@ def test_semi_supervised_and_batch_norm_variants_train(name, extra, tmp_path):
   assert results["steps"] == (16 if split == "train[:128]" else 2)
   for key, value in results["train_metrics_last_epoch"].items():
     assert np.isfinite(value), key
-  model = train_lib.build_model(data.dataset_info(
+  model = experiment.build_model(data.dataset_info(
       gin.query_parameter("load_dataset.name")))
   assert model.passes_apart == ("NORM = 'batch'" in extra)
 

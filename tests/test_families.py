@@ -6,7 +6,7 @@ import pytest
 from scipy import stats
 import tensorflow as tf
 
-from ebmkit import buffer, data, gin_utils, schedules, train as train_lib
+from ebmkit import buffer, data, experiment, gin_utils, schedules, train as train_lib
 
 SAMPLER_PARTS = ["samplers/class_conditional_px.gin", "samplers/short_run.gin",
                  "samplers/clamped.gin", "samplers/noise_free.gin",
@@ -16,7 +16,7 @@ SAMPLER_PARTS = ["samplers/class_conditional_px.gin", "samplers/short_run.gin",
 def build_from(gin_files, bindings=()):
   gin_utils.parse(gin_files, list(bindings))
   info = data.dataset_info("sklearn_digits")
-  model = train_lib.build_model(info)
+  model = experiment.build_model(info)
   model.compile(optimizer=keras.optimizers.SGD(0.0), jit_compile=False)
   return model
 

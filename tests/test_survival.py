@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from ebmkit import checkpoints, data, gin_utils, train as train_lib
+from ebmkit import checkpoints, data, experiment, gin_utils, recovery, train as train_lib
 
 SMALL = ["train.train_split = 'train[:256]'", "BUFFER_SIZE = 200",
          "train.checkpoint_every_steps = 0", "train.verbose = 0"]
@@ -32,7 +32,7 @@ def test_an_absurd_learning_rate_recovers_and_finishes(tmp_path):
   assert first["learning_rate"] == pytest.approx(0.01, rel=1e-5)
   assert "exceeds" in first["reason"] or "nan" in first["reason"].lower()
   assert results["steps"] == 8  # Both epochs ran after the recovery.
-  model = train_lib.load_model(workdir)
+  model = experiment.load_model(workdir)
   for v in model.trainable_variables:
     assert np.all(np.isfinite(v.numpy()))
   with open(os.path.join(workdir, "recoveries.json")) as f:
@@ -45,7 +45,7 @@ def test_nan_in_the_buffer_is_detected_and_repaired(tmp_path):
   train_lib.train(workdir=workdir)
   # Poison the saved buffer, as a diverged chain would.
   gin.clear_config()
-  model = train_lib.load_model(workdir)
+  model = experiment.load_model(workdir)
   samples = model.replay_buffer.samples.numpy()
   samples[:50] = np.nan
   model.replay_buffer.samples.assign(samples)
@@ -57,7 +57,7 @@ def test_nan_in_the_buffer_is_detected_and_repaired(tmp_path):
   events = results["recoveries"]
   assert events and events[0]["buffer_reset"]
   assert results["steps"] == 8
-  final = train_lib.load_model(workdir)
+  final = experiment.load_model(workdir)
   assert np.all(np.isfinite(final.replay_buffer.samples.numpy()))
 
 
@@ -66,7 +66,7 @@ def test_gives_up_with_a_clear_message(tmp_path):
   gin_utils.parse(["jem_digits.gin"], SMALL + [
       "EPOCHS = 1", "LEARNING_RATE = 1e6", "train.recovery_lr_factor = 1.0",
       "train.max_recoveries = 1"])
-  with pytest.raises(train_lib.TrainingDivergedError,
+  with pytest.raises(recovery.TrainingDivergedError,
                      match="gave up after 1 recoveries.*last good checkpoint"):
     train_lib.train(workdir=workdir)
   # Nothing diverged was saved: the only checkpoint is the initial one.
@@ -101,7 +101,7 @@ def test_sigkill_mid_run_then_the_same_command_resumes(tmp_path):
 
   # The restored state is the checkpoint's, bit for bit.
   gin_utils.parse([os.path.join(workdir, "operative_config.gin")])
-  model = train_lib.build_model(data.dataset_info())
+  model = experiment.build_model(data.dataset_info())
   model.compile(optimizer=keras.optimizers.Adam(1e-3))
   manager = checkpoints.make_manager(model, workdir)
   assert checkpoints.restore_latest(manager, model) == latest

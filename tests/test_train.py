@@ -8,14 +8,22 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from ebmkit import checkpoints, gin_utils, train as train_lib
+import pytest
+
+from ebmkit import checkpoints, experiment, gin_utils, train as train_lib
 
 SMALL = "train[:256]"  # 4 steps per epoch at batch 64.
 
 
+@pytest.fixture(autouse=True)
+def jem_digits():
+  """The model of jem_digits.gin (the arguments of train() below win over
+  the config's)."""
+  gin_utils.parse(["jem_digits.gin"])
+
+
 def test_checkpoint_restores_weights_buffer_and_step_bit_for_bit(tmp_path):
-  model = train_lib.default_model(10)
-  model.build((None, 8, 8, 1))
+  model = experiment.configured_model()
   model.compile(optimizer=keras.optimizers.Adam(1e-3), jit_compile=False)
   model.fit(np.random.default_rng(0).uniform(-1, 1, (8, 8, 8, 1)),
             np.arange(8) % 10, batch_size=4, epochs=1, verbose=0)
@@ -76,8 +84,7 @@ def test_mid_epoch_resume_and_fallback_past_a_corrupt_checkpoint(tmp_path):
 def test_training_continues_from_a_model_only_checkpoint(tmp_path):
   # E.g. a converted reference checkpoint: weights and buffer, no optimizer.
   workdir = str(tmp_path / "run")
-  model = train_lib.default_model(10)
-  model.build((None, 8, 8, 1))
+  model = experiment.configured_model()
   model.replay_buffer.samples.assign(tf.fill(model.replay_buffer.samples.shape,
                                              0.25))
   checkpoints.save_model_only(model, workdir, step=0)

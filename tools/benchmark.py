@@ -83,7 +83,7 @@ def main(argv):
   import keras  # pylint: disable=g-import-not-at-top
   import numpy as np  # pylint: disable=g-import-not-at-top
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
-  from ebmkit import data, gin_utils, sampling, train  # pylint: disable=g-import-not-at-top
+  from ebmkit import data, experiment, gin_utils, sampling  # pylint: disable=g-import-not-at-top
   if FLAGS.mixed_precision:
     keras.mixed_precision.set_global_policy(FLAGS.mixed_precision)
   gin_utils.parse(FLAGS.gin_file, FLAGS.gin_bindings)
@@ -104,7 +104,7 @@ def main(argv):
     if bindings:
       gin.clear_config()
       gin_utils.parse(FLAGS.gin_file, FLAGS.gin_bindings + bindings)
-    model = train.build_model(info)
+    model = experiment.build_model(info)
     model.compile(optimizer=keras.optimizers.Adam(1e-4), jit_compile=jit)
     model.optimizer.build(model.trainable_variables)
     return model

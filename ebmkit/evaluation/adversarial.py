@@ -3,6 +3,8 @@
 import numpy as np
 import tensorflow as tf
 
+from ebmkit import sampling
+
 
 def _flat_norm(t):
   return tf.sqrt(tf.reduce_sum(tf.square(t), axis=[1, 2, 3], keepdims=True))
@@ -87,12 +89,11 @@ def sgld_defended_logits(model, steps=10, step_size=1.0, noise=0.01,
   Returns:
     x -> log of the chains' mean p(y|x), usable as logits.
   """
-  from ebmkit import sampling  # pylint: disable=g-import-not-at-top
   sampler = sampling.LangevinSampler(steps, step_size, noise, seed=0)
 
   def logits_fn(x):
     repeated = tf.repeat(x, duplicates, axis=0)
-    refined = sampler(repeated, energy_fn=lambda v: model.energy(v))
+    refined = sampling.run_chain(model, repeated, sampler=sampler)
     refined = repeated + tf.stop_gradient(refined - repeated)  # BPDA.
     probs = tf.nn.softmax(model(refined)["logits"])
     probs = tf.reshape(probs, (-1, duplicates, probs.shape[-1]))

@@ -9,19 +9,17 @@ import gin
 import numpy as np
 import tensorflow as tf
 
-from ebmkit import checkpoints
 from ebmkit import data
+from ebmkit import experiment
 from ebmkit import gin_utils
 from ebmkit import images
-from ebmkit import train as train_lib
+from ebmkit import workdir as workdir_lib
 from ebmkit.evaluation import adversarial
 from ebmkit.evaluation import judge as judge_lib
 from ebmkit.evaluation import metrics
 from ebmkit.evaluation import ood
 from ebmkit.evaluation import plots
 
-FIGURES = "figures"
-REPORT = "report.md"
 
 
 def _arrays(ds):
@@ -101,17 +99,13 @@ def evaluate(workdir="ebmkit_runs/default", test_split="test",
   """
   started = time.time()
   rng = np.random.default_rng(seed)
-  figures = os.path.join(workdir, FIGURES)
+  figures = workdir_lib.path(workdir, workdir_lib.FIGURES)
   test_ds, info = data.load_dataset(split=test_split, training=False,
                                     with_info=True)
   x_test, y_test = _arrays(test_ds)
-  model = train_lib.build_model(info)
+  model = experiment.build_model(info)
   model.compile()
-  restored = checkpoints.restore_model(model, workdir)
-  if restored is None:
-    raise FileNotFoundError(
-        f"No checkpoint in {os.path.join(workdir, 'checkpoints')}: train "
-        f"first (python -m ebmkit.run --workdir={workdir}).")
+  restored = experiment.restore(model, workdir)
   result = {"checkpoint": restored, "dataset": info.name,
             "test_split": test_split, "test_examples": int(len(x_test))}
 
@@ -122,7 +116,8 @@ def evaluate(workdir="ebmkit_runs/default", test_split="test",
                                                training=False))
   judge, judge_accuracy = judge_lib.classifier_judge(
       x_train, y_train, x_test, y_test, info.num_classes,
-      os.path.join(workdir, "eval", "judge.keras"), epochs=judge_epochs)
+      workdir_lib.path(workdir, workdir_lib.EVAL, "judge.keras"),
+      epochs=judge_epochs)
   extractor = judge
   use_inception = feature_extractor == "inception_v3" or (
       feature_extractor == "auto" and info.image_shape[-1] == 3
@@ -202,16 +197,14 @@ def evaluate(workdir="ebmkit_runs/default", test_split="test",
                                figures, sample_steps, num_samples, rng)
   result["wall_time_s"] = round(time.time() - started, 1)
 
-  path = os.path.join(workdir, train_lib.RESULTS_FILE)
-  summary = {}
-  if os.path.isfile(path):
-    with open(path) as f:
-      summary = json.load(f)
+  path = workdir_lib.path(workdir, workdir_lib.RESULTS)
+  summary = workdir_lib.read_json(path, {})
   summary["evaluation"] = result
-  train_lib.write_json(path, summary)
-  with open(os.path.join(workdir, REPORT), "w") as f:
-    f.write(render_report(os.path.basename(os.path.normpath(workdir)), result,
-                          workdir))
+  workdir_lib.write_json(path, summary)
+  workdir_lib.write_text(
+      workdir_lib.path(workdir, workdir_lib.REPORT),
+      render_report(os.path.basename(os.path.normpath(workdir)), result,
+                    workdir))
   return result
 
 
@@ -377,7 +370,7 @@ def compare(workdirs, output=None):
   """
   rows = []
   for w in workdirs:
-    path = os.path.join(w, train_lib.RESULTS_FILE)
+    path = workdir_lib.path(w, workdir_lib.RESULTS)
     try:
       with open(path) as f:
         evaluation = json.load(f)["evaluation"]

@@ -1,0 +1,184 @@
+"""Divergence: noticing it (`DivergenceGuard`) and recovering from it
+(roll back to the last good checkpoint, lower the learning rate, raise the L2
+energy penalty, re-initialise a non-finite buffer), in one place.
+
+JEM's known weakness is that training diverges and has to be restarted with
+a lower learning rate or more regularisation; `ebmkit.train` does that
+itself, up to `max_recoveries` times, and says what it did.
+"""
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from ebmkit import checkpoints
+from ebmkit import workdir as workdir_lib
+
+
+class TrainingDivergedError(RuntimeError):
+  """Training kept diverging after every allowed recovery."""
+
+
+class DivergenceGuard(keras.callbacks.Callback):
+  """Stops training at the first sign of divergence and says why.
+
+  After each step it checks the running loss and mean energies of data and
+  samples: NaN or Inf, |loss| above `loss_bound`, |E| above `energy_bound`,
+  or the gap between the data's and the samples' energies above `gap_bound`.
+  `healthy()` also checks that the replay buffer holds only finite samples
+  (the `Checkpointer` asks it before every save, so no diverged state is ever
+  written). `ebmkit.train` then rolls back and recovers.
+  """
+
+  def __init__(self, loss_bound=1e4, energy_bound=1e4, gap_bound=1e3):
+    super().__init__()
+    self.loss_bound = loss_bound
+    self.energy_bound = energy_bound
+    self.gap_bound = gap_bound
+    self.reason = None
+
+  def reset(self):
+    self.reason = None
+
+  def _flag(self, reason):
+    if self.reason is None:
+      self.reason = reason
+      self.model.stop_training = True
+
+  def on_train_batch_end(self, batch, logs=None):
+    logs = logs or {}
+    values = {}
+    for key, bound in (("loss", self.loss_bound),
+                       ("energy_data", self.energy_bound),
+                       ("energy_samples", self.energy_bound)):
+      if key not in logs:
+        continue
+      value = float(logs[key])
+      values[key] = value
+      if not np.isfinite(value):
+        return self._flag(f"{key} is {value}")
+      if abs(value) > bound:
+        return self._flag(f"|{key}| = {abs(value):.4g} exceeds {bound:g}")
+    if "energy_data" in values and "energy_samples" in values:
+      gap = abs(values["energy_data"] - values["energy_samples"])
+      if gap > self.gap_bound:
+        self._flag(f"the energy gap between data and samples, {gap:.4g}, "
+                   f"exceeds {self.gap_bound:g}")
+
+  def buffer_finite(self):
+    return bool(tf.reduce_all(tf.math.is_finite(
+        self.model.replay_buffer.samples.value)))
+
+  def healthy(self):
+    if self.reason is None and not self.buffer_finite():
+      self._flag("the replay buffer holds NaN or Inf samples")
+    return self.reason is None
+
+
+def _schedule(optimizer):
+  """The optimizer's learning-rate schedule, or None for a constant rate."""
+  rate = getattr(optimizer, "_learning_rate", None)
+  if isinstance(rate, keras.optimizers.schedules.LearningRateSchedule):
+    return rate
+  return None
+
+
+def learning_rate(optimizer):
+  """The learning rate in force now, a float (a schedule at the current
+  step, or the constant rate)."""
+  return float(keras.ops.convert_to_numpy(optimizer.learning_rate))
+
+
+def scale_learning_rate(optimizer, factor):
+  """Multiplies the learning rate (a constant, or a schedule's base rate).
+
+  Raises:
+    TrainingDivergedError: a schedule without a base `learning_rate` (e.g.
+      PiecewiseConstantDecay), which cannot be scaled.
+  """
+  schedule = _schedule(optimizer)
+  if schedule is None:
+    optimizer.learning_rate = learning_rate(optimizer) * factor
+  elif hasattr(schedule, "learning_rate"):
+    schedule.learning_rate *= factor
+  else:
+    raise TrainingDivergedError(
+        f"Cannot lower the learning rate of a {type(schedule).__name__} "
+        "schedule during recovery; use ebmkit.WarmupStepDecay or a constant "
+        "rate.")
+
+
+def load_recoveries(workdir):
+  """The recoveries recorded in `workdir` (a list of dicts)."""
+  return workdir_lib.read_json(workdir_lib.path(workdir,
+                                                workdir_lib.RECOVERIES), [])
+
+
+def apply_recoveries(model, recoveries, restored_optimizer):
+  """Re-applies earlier recoveries after a restart: the L2 increases, and the
+  learning-rate cuts of a schedule (a constant rate is optimizer state and
+  comes back with the checkpoint)."""
+  if not recoveries:
+    return
+  model.l2_weight += sum(r.get("l2_increase", 0.0) for r in recoveries)
+  if _schedule(model.optimizer) is not None or not restored_optimizer:
+    scale_learning_rate(model.optimizer, recoveries[-1]["lr_scale"])
+
+
+def recover(model, manager, guard, workdir, lr_factor, l2_increase):
+  """Rolls back to the last good checkpoint and makes training gentler.
+
+  Returns:
+    The recovery's record (also appended to recoveries.json, printed and
+    logged to TensorBoard).
+  """
+  bad_step = int(model.optimizer.iterations.numpy())
+  restored = checkpoints.restore_latest(manager, model)
+  scale_learning_rate(model.optimizer, lr_factor)
+  if l2_increase:
+    model.l2_weight += l2_increase
+  reset_buffer = not guard.buffer_finite()
+  if reset_buffer:
+    model.replay_buffer.reset()
+  model.train_function = None  # Retrace: the step reads these as constants.
+  model.stop_training = False
+  previous = load_recoveries(workdir)
+  lr_scale = (previous[-1]["lr_scale"] if previous else 1.0) * lr_factor
+  event = {"step": bad_step, "reason": guard.reason,
+           "rolled_back_to": restored, "lr_scale": lr_scale,
+           "learning_rate": learning_rate(model.optimizer),
+           "l2_weight": model.l2_weight, "buffer_reset": reset_buffer,
+           "l2_increase": l2_increase}
+  workdir_lib.write_json(workdir_lib.path(workdir, workdir_lib.RECOVERIES),
+                         previous + [event])
+  message = (f"Divergence at step {bad_step}: {guard.reason}. Rolled back to "
+             f"{restored}; learning rate now {event['learning_rate']:.3g}, "
+             f"L2 energy coefficient {model.l2_weight:g}"
+             + ("; replay buffer re-initialised" if reset_buffer else "")
+             + ".")
+  print(message)  # Console (stdout); TensorBoard and the files below too.
+  writer = tf.summary.create_file_writer(
+      workdir_lib.path(workdir, workdir_lib.TENSORBOARD, "train"))
+  with writer.as_default():
+    tf.summary.scalar("recovery/learning_rate", event["learning_rate"],
+                      step=bad_step)
+    tf.summary.text("recovery/event", message, step=bad_step)
+  writer.close()
+  return event
+
+
+def gave_up(recoveries, max_recoveries, lr_factor, l2_increase, l2_weight,
+            workdir):
+  """The error raised when training diverged after every recovery."""
+  last = recoveries[-1]
+  return TrainingDivergedError(
+      f"Training diverged {len(recoveries)} times; ebmkit gave up after "
+      f"{max_recoveries} recoveries. Last: {last['reason']} at step "
+      f"{last['step']}. Tried: rolling back to the last good checkpoint and "
+      f"multiplying the learning rate by {lr_factor} each time (now "
+      f"{last['lr_scale']:g}× the original), adding {l2_increase} to the L2 "
+      f"energy coefficient each time (now {l2_weight:g}), re-initialising "
+      f"non-finite buffers. {workdir} keeps the last good checkpoint. "
+      f"Restart with a lower LEARNING_RATE, a larger L2 (samplers/"
+      f"l2_energy.gin) or a smaller SGLD_STEP_SIZE; recoveries.json lists "
+      f"every recovery.")
