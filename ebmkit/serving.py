@@ -101,8 +101,9 @@ def export(model, export_dir, detection=None, data_range=None,
     checks.append(tf.debugging.assert_greater_equal(
         class_id, -1, "ebmkit: class_id must be -1 or a class index."))
     with tf.control_dependencies(checks):
-      starts = tf.random.uniform(tf.concat([[num_samples], shape[1:]], 0),
-                                 *data_range)
+      # Fresh chains start where the model's own fresh chains do (U(low,
+      # high), or the informative initialisation).
+      starts = model.replay_buffer.fresh(num_samples)
     energy_fn = sampling.chain_energy(model)
     if classifies:
       labels = tf.fill([num_samples], tf.maximum(class_id, 0))
