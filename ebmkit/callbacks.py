@@ -7,36 +7,67 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from ebmkit import checkpoints
 from ebmkit import images
 
 
 class Checkpointer(keras.callbacks.Callback):
-  """Saves the training state every `every_steps` steps and at epoch ends.
+  """Saves the training state every `every_steps` steps and at epoch ends,
+  and keeps track of which checkpoints are good rollback targets.
+
+  A checkpoint written after step k holds the weights that step k+1 runs
+  with; it is marked verified (`checkpoints.mark_verified`) once step k+1
+  has passed the divergence guard. Rotation keeps the newest `keep`, the
+  newest verified one and, while recovery is on, the oldest (the state
+  training started from).
 
   Args:
-    manager: a `tf.train.CheckpointManager` over the model and optimizer.
+    manager: a `tf.train.CheckpointManager` from `checkpoints.make_manager`.
+    workdir: the workdir (for the verified list).
     every_steps: save every this many optimizer steps (0: epoch ends only).
+    keep: checkpoints kept by rotation (besides the protected ones).
+    guard: a `recovery.DivergenceGuard`, or None (no recovery: every
+      checkpoint counts as verified).
+    pending: a checkpoint not yet verified that the next step's weights come
+      from (e.g. the one training resumed from).
   """
 
-  def __init__(self, manager, every_steps=0, guard=None):
+  def __init__(self, manager, workdir, every_steps=0, keep=3, guard=None,
+               pending=None):
     super().__init__()
     self.manager = manager
+    self.workdir = workdir
     self.every_steps = int(every_steps)
-    self.guard = guard  # A recovery.DivergenceGuard: no diverged state saved.
+    self.keep = int(keep)
+    self.guard = guard
+    self.pending = pending
 
   def _step(self):
     return int(self.model.optimizer.iterations.numpy())
+
+  def _verify_pending(self):
+    if self.pending is not None and (self.guard is None
+                                     or self.guard.reason is None):
+      checkpoints.mark_verified(self.workdir, self.pending)
+      self.pending = None
 
   def _save(self):
     if self.guard is not None and not self.guard.healthy():
       return
     step = self._step()
-    if self.manager.latest_checkpoint and self.manager.latest_checkpoint.endswith(
-        f"-{step}"):
+    latest = self.manager.latest_checkpoint
+    if latest and latest.endswith(f"-{step}"):
       return
-    self.manager.save(checkpoint_number=step)
+    path = self.manager.save(checkpoint_number=step)
+    if self.guard is None:
+      checkpoints.mark_verified(self.workdir, path)
+    else:
+      self.pending = path
+    checkpoints.prune(self.manager, self.workdir, self.keep,
+                      protect_anchor=self.guard is not None)
 
   def on_train_batch_end(self, batch, logs=None):
+    self._verify_pending()
     if self.every_steps and self._step() % self.every_steps == 0:
       self._save()
 

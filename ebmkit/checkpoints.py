@@ -1,5 +1,10 @@
 """Checkpoints of the whole training state: weights, optimizer, buffer, RNG."""
 
+import os
+import re
+import shutil
+import time
+
 from absl import logging
 import tensorflow as tf
 
@@ -27,53 +32,209 @@ def make_checkpoint(model, with_optimizer=True):
   return tf.train.Checkpoint(**parts)
 
 
-def make_manager(model, workdir, max_to_keep=3):
+class UnreadableCheckpointsError(RuntimeError):
+  """Checkpoints exist but none fits the configured model."""
+
+
+def _step(path):
+  return int(os.path.basename(path).rsplit("-", 1)[1])
+
+
+def checkpoints_on_disk(workdir):
+  """Every complete checkpoint in the workdir (has its .index), by step."""
+  folder = workdir_lib.checkpoints_dir(workdir)
+  if not os.path.isdir(folder):
+    return []
+  found = [os.path.join(folder, m.group(1)) for f in os.listdir(folder)
+           if (m := re.fullmatch(r"(ckpt-\d+)\.index", f))]
+  return sorted(found, key=_step)
+
+
+def remove_orphans(workdir):
+  """Deletes what interrupted saves leave behind: `ckpt-N_temp/` folders and
+  `checkpoint.tmp*` files (never a complete checkpoint). Returns them."""
+  folder = workdir_lib.checkpoints_dir(workdir)
+  if not os.path.isdir(folder):
+    return []
+  orphans = [os.path.join(folder, f) for f in os.listdir(folder)
+             if re.fullmatch(r"ckpt-\d+_temp.*", f) or f.startswith(
+                 "checkpoint.tmp") or f.endswith(".tmp")]
+  for orphan in orphans:
+    if os.path.isdir(orphan):
+      shutil.rmtree(orphan, ignore_errors=True)
+    else:
+      os.remove(orphan)
+  return orphans
+
+
+def make_manager(model, workdir):
   """A `tf.train.CheckpointManager` for `model` (built, with an optimizer).
 
   Writes are atomic: a checkpoint becomes visible only once complete. Files
-  go to `workdir/checkpoints/ckpt-<step>`.
+  go to `workdir/checkpoints/ckpt-<step>`. The manager itself deletes
+  nothing (`prune` rotates), and it adopts complete checkpoints that its
+  index file does not list (a lost or stale `checkpoint` file), so that no
+  save can overwrite them.
   """
   if model.optimizer is None:
     raise ValueError("Compile the model with an optimizer before making its "
                      "checkpoint manager.")
   if not model.optimizer.built:
     model.optimizer.build(model.trainable_variables)
-  return tf.train.CheckpointManager(
+  manager = tf.train.CheckpointManager(
       make_checkpoint(model), workdir_lib.checkpoints_dir(workdir),
-      max_to_keep=max_to_keep)
+      max_to_keep=None)
+  on_disk = checkpoints_on_disk(workdir)
+  names = {os.path.basename(p) for p in on_disk}
+  listed = {os.path.basename(p) for p in manager.checkpoints}
+  unlisted = [p for p in on_disk if os.path.basename(p) not in listed]
+  gone = [p for p in manager.checkpoints if os.path.basename(p) not in names]
+  if unlisted:
+    logging.warning("Adopting checkpoints missing from the index file: %s.",
+                    ", ".join(os.path.basename(p) for p in unlisted))
+  if gone:
+    logging.warning("The index file lists checkpoints whose files are gone: "
+                    "%s.", ", ".join(os.path.basename(p) for p in gone))
+  if unlisted or gone:
+    _set_checkpoints(manager, on_disk)
+  return manager
 
 
-def restore_latest(manager, model):
-  """Restores the newest checkpoint; returns its path or None if none exist.
+def _set_checkpoints(manager, paths):
+  """Makes `manager` list exactly `paths` (oldest first) and writes its index.
+
+  tf.train.CheckpointManager has no public way to adopt or forget a
+  checkpoint; its state is an ordered dict of path → timestamp.
+  """
+  now = time.time()
+  old = dict(manager._maybe_delete)  # pylint: disable=protected-access
+  manager._maybe_delete.clear()  # pylint: disable=protected-access
+  for p in paths:
+    manager._maybe_delete[p] = old.get(p, now)  # pylint: disable=protected-access
+  manager._latest_checkpoint = paths[-1] if paths else None  # pylint: disable=protected-access
+  if paths:
+    manager._record_state()  # pylint: disable=protected-access
+
+
+def _delete(path):
+  for f in tf.io.gfile.glob(path + ".*"):
+    tf.io.gfile.remove(f)
+
+
+def verified(workdir):
+  """Names of the checkpoints whose weights were seen to give a finite,
+  in-bound training step (rollback targets)."""
+  return set(workdir_lib.read_json(_verified_file(workdir), []))
+
+
+def _verified_file(workdir):
+  return workdir_lib.path(workdir, workdir_lib.CHECKPOINTS,
+                          workdir_lib.VERIFIED)
+
+
+def mark_verified(workdir, path):
+  names = verified(workdir) | {os.path.basename(path)}
+  workdir_lib.write_json(_verified_file(workdir), sorted(names, key=lambda n:
+                                                         int(n[5:])))
+
+
+def newest_verified(manager, workdir):
+  names = verified(workdir)
+  good = [p for p in manager.checkpoints if os.path.basename(p) in names]
+  return good[-1] if good else None
+
+
+def prune(manager, workdir, keep, protect_anchor=False):
+  """Keeps the newest `keep` checkpoints and the newest verified one (and,
+  with `protect_anchor`, the oldest: ckpt-0 while recoveries are possible);
+  deletes the others."""
+  paths = manager.checkpoints
+  kept = set(paths[-keep:]) if keep else set(paths)
+  newest_good = newest_verified(manager, workdir)
+  if newest_good:
+    kept.add(newest_good)
+  if protect_anchor and paths:
+    kept.add(paths[0])
+  doomed = [p for p in paths if p not in kept]
+  for p in doomed:
+    _delete(p)
+  if doomed:
+    _set_checkpoints(manager, [p for p in paths if p in kept])
+  return doomed
+
+
+def discard_newer_than(manager, path):
+  """Deletes the checkpoints newer than `path` (known to have diverged)."""
+  paths = manager.checkpoints
+  newer = paths[paths.index(path) + 1:]
+  for p in newer:
+    _delete(p)
+  if newer:
+    _set_checkpoints(manager, paths[:paths.index(path) + 1])
+  return newer
+
+
+def _restore_one(model, checkpoint, path):
+  """Restores `path`; falls back to the model alone when the file has no
+  (matching) optimizer state. Returns None, or raises."""
+  try:
+    checkpoint.restore(path).assert_existing_objects_matched()
+  except Exception:  # pylint: disable=broad-except
+    # A checkpoint without (matching) optimizer state, e.g. one converted
+    # from the reference, still gives the model; if this fails too, the
+    # file does not fit (its error is the one to report).
+    make_checkpoint(model, with_optimizer=False).restore(path).expect_partial(
+    ).assert_existing_objects_matched()
+    logging.warning("Restored the model (weights, buffer) from %s but not "
+                    "the optimizer state, which it lacks or which belongs to "
+                    "another optimizer; the optimizer starts fresh.", path)
+
+
+def restore(manager, model, path):
+  """Restores one checkpoint of `manager` into `model`."""
+  _restore_one(model, manager.checkpoint, path)
+  logging.info("Restored %s.", path)
+  return path
+
+
+def _unreadable(workdir, failures):
+  lines = "\n  ".join(f"{os.path.basename(p)}: {type(e).__name__}: "
+                      f"{str(e).splitlines()[0][:200]}" for p, e in failures)
+  return UnreadableCheckpointsError(
+      f"{workdir_lib.checkpoints_dir(workdir)} holds checkpoints, but none "
+      f"can be restored into the configured model:\n  {lines}\nCorrupt "
+      f"files do this, and so does a changed binding that shapes a variable "
+      f"(e.g. BUFFER_SIZE, WIDTH, NUM_CLASSES). "
+      f"Nothing was deleted. Resume with the config the workdir was trained "
+      f"with (its operative_config.gin), or start fresh on purpose: a new "
+      f"--workdir, or --fresh (moves the old checkpoints aside).")
+
+
+def restore_latest(manager, model, workdir=None):
+  """Restores the newest readable checkpoint; returns its path or None if
+  there are none.
 
   A newest checkpoint that cannot be read (e.g. a partial copy) is skipped
   with a warning and the previous one is tried. One that holds the model but
   no matching optimizer state restores the model, with a warning.
 
-  Args:
-    manager: from `make_manager(model, ...)`.
-    model: the same model.
+  Raises:
+    UnreadableCheckpointsError: checkpoints exist and none can be restored
+      (nothing is deleted).
   """
+  failures = []
   for path in reversed(manager.checkpoints):
     try:
-      manager.checkpoint.restore(path).assert_existing_objects_matched()
+      return restore(manager, model, path)
     except Exception as e:  # pylint: disable=broad-except
       # A truncated or corrupt file fails in many ways (OpError, IndexError,
-      # ValueError, ...). A checkpoint without (matching) optimizer state,
-      # e.g. one converted from the reference, still gives the model.
-      try:
-        model_only = make_checkpoint(model, with_optimizer=False)
-        model_only.restore(path).expect_partial(
-        ).assert_existing_objects_matched()
-      except Exception:  # pylint: disable=broad-except
-        logging.warning("Could not restore checkpoint %s (%s: %.300s); trying "
-                        "the previous one.", path, type(e).__name__, e)
-        continue
-      logging.warning("Restored the model (weights, buffer) from %s but not "
-                      "the optimizer state, which it lacks or which belongs to "
-                      "another optimizer; the optimizer starts fresh.", path)
-    logging.info("Restored %s.", path)
-    return path
+      # ValueError, ...).
+      logging.warning("Could not restore checkpoint %s (%s: %.300s); trying "
+                      "the previous one.", path, type(e).__name__, e)
+      failures.append((path, e))
+  if failures:
+    raise _unreadable(workdir or os.path.dirname(os.path.dirname(
+        failures[0][0])), failures)
   return None
 
 
@@ -90,16 +251,30 @@ def save_model_only(model, workdir, step=0):
 
 
 def restore_model(model, workdir):
-  """Restores only the model's variables from the newest checkpoint.
+  """Restores only the model's variables from the newest readable checkpoint.
 
-  For evaluation and export: the optimizer's state is not needed.
+  For evaluation and export: the optimizer's state is not needed. A newest
+  checkpoint that cannot be read is skipped with a warning, as in training.
 
   Returns:
     The checkpoint path, or None if `workdir` holds no checkpoint.
+
+  Raises:
+    UnreadableCheckpointsError: checkpoints exist and none can be read.
   """
-  path = tf.train.latest_checkpoint(workdir_lib.checkpoints_dir(workdir))
-  if path is None:
-    return None
-  status = make_checkpoint(model, with_optimizer=False).restore(path)
-  status.expect_partial().assert_existing_objects_matched()
-  return path
+  state = tf.train.get_checkpoint_state(workdir_lib.checkpoints_dir(workdir))
+  listed = list(state.all_model_checkpoint_paths) if state else []
+  paths = sorted(set(listed) | set(checkpoints_on_disk(workdir)), key=_step)
+  failures = []
+  for path in reversed(paths):
+    try:
+      status = make_checkpoint(model, with_optimizer=False).restore(path)
+      status.expect_partial().assert_existing_objects_matched()
+      return path
+    except Exception as e:  # pylint: disable=broad-except
+      logging.warning("Could not read checkpoint %s (%s: %.300s); trying the "
+                      "previous one.", path, type(e).__name__, e)
+      failures.append((path, e))
+  if failures:
+    raise _unreadable(workdir, failures)
+  return None

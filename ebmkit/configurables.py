@@ -19,7 +19,7 @@ from ebmkit import models
 from ebmkit import sampling
 from ebmkit import schedules
 from ebmkit import train  # pylint: disable=unused-import
-from ebmkit.evaluation import report  # pylint: disable=unused-import
+from ebmkit.evaluation import evaluate  # pylint: disable=unused-import
 
 for _cls in (models.EnergyModel, energy.EnergyHead, energy.ScalarEnergyHead,
              buffer.ReplayBuffer, sampling.LangevinSampler,

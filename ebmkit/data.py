@@ -83,6 +83,15 @@ def tfds_load(name, split, data_dir=None, download=True, supervised=True):
                      as_supervised=supervised, with_info=True)
   except AssertionError:  # TFDS: "could not find data in ...".
     pass
+  except ValueError as e:
+    if "corresponds to no data" in str(e):
+      raise ValueError(
+          f"The split {split!r} of {name!r} holds no examples: check the "
+          f"slice (e.g. 'train[:90%]', 'train[5000:]').") from None
+    if "Unknown split" in str(e) or "split" in str(e).lower():
+      raise ValueError(f"Bad split {split!r} for {name!r}: "
+                       f"{str(e).splitlines()[0]}") from None
+    raise
   except tfds.core.registered.DatasetNotFoundError as e:
     raise DatasetUnavailableError(
         f"TFDS has no data set named {name!r}. Embedded data sets: "

@@ -66,30 +66,40 @@ def configured_model():
   return build_model(data.dataset_info(data.configured_name()))
 
 
-def parse_workdir_config(workdir):
+def parse_workdir_config(workdir, allow_imports=False):
   """Replaces gin's config with the workdir's operative config.
+
+  Args:
+    workdir: a trained workdir.
+    allow_imports: allow imports outside gin_utils.ALLOWED_IMPORTS (for a
+      workdir trained with --allow_gin_imports).
 
   Raises:
     FileNotFoundError: `workdir` holds no operative config.
+    gin_utils.GinImportError: it imports a module outside the allow-list.
   """
   config = workdir_lib.path(workdir, workdir_lib.OPERATIVE_CONFIG)
   if not os.path.isfile(config):
     raise FileNotFoundError(f"{config} does not exist: is {workdir} a "
                             "workdir written by ebmkit's train?")
   gin.clear_config()
-  gin_utils.parse([config])
+  gin_utils.parse([config], allow_imports=allow_imports)
 
 
-def load_model(workdir):
+def load_model(workdir, allow_imports=False):
   """The trained model of a workdir, ready to use from Python.
 
   Parses the workdir's operative_config.gin (replacing gin's current
-  config), rebuilds the model and restores the newest checkpoint.
+  config), rebuilds the model and restores the newest readable checkpoint.
+
+  Args:
+    workdir: a trained (or converted) workdir.
+    allow_imports: see `parse_workdir_config`.
 
   Raises:
     FileNotFoundError: no operative config or no checkpoint in `workdir`.
   """
-  parse_workdir_config(workdir)
+  parse_workdir_config(workdir, allow_imports)
   model = configured_model()
   restore(model, workdir)
   return model

@@ -1,4 +1,11 @@
-"""Finding and parsing .gin files, and saving the operative config."""
+"""Finding and parsing .gin files, and saving the operative config.
+
+A .gin file is code: its `import` lines run Python modules, like a script,
+and gin records them in the operative config, so `--mode=eval`/`export` run
+them again. `parse` therefore refuses imports of modules outside
+`ALLOWED_IMPORTS` unless asked to allow them, and checks this on the files'
+text (includes too) before gin imports anything.
+"""
 
 import contextlib
 import difflib
@@ -6,12 +13,23 @@ import inspect
 import logging
 import os
 import pathlib
+import re
 
 import gin
+from gin import config_parser
 
 from ebmkit import workdir as workdir_lib
 
 DEFAULT_GIN_FILE = "jem_digits.gin"
+
+# Top-level packages a .gin file may import without `allow_imports`: ebmkit,
+# which registers every configurable, and the libraries it is built on. They
+# are installed with ebmkit, and importing them runs only their own code.
+ALLOWED_IMPORTS = ("ebmkit", "gin", "keras", "numpy", "tensorflow")
+
+
+class GinImportError(ValueError):
+  """A .gin file or binding imports a module outside `ALLOWED_IMPORTS`."""
 
 
 def config_dirs():
@@ -80,22 +98,164 @@ def _quiet_lookups():
     root.removeFilter(drop)
 
 
-def parse(gin_files=(), gin_bindings=(), finalize=True):
+class _Unevaluated(config_parser.ParserDelegate):
+  """Parses references and macros without looking them up: only the
+  statements' kinds matter to `check_imports`."""
+
+  def configurable_reference(self, scoped_configurable_name, evaluate):
+    return None
+
+  def macro(self, macro_name):
+    return None
+
+
+def _open_included(filename):
+  """The file an `include` names, found as gin finds it (its search path
+  and file readers), as (path, reader); None when gin would not find it
+  either (gin then fails on it before reading it)."""
+  prefixes = ([""] if os.path.isabs(filename)
+              else gin.config._LOCATION_PREFIXES)  # pylint: disable=protected-access
+  for prefix in prefixes:
+    candidate = os.path.join(prefix, filename)
+    for reader, exists in gin.config._FILE_READERS:  # pylint: disable=protected-access
+      if exists(candidate):
+        return candidate, reader
+  return None
+
+
+def _import_statements(source, where, seen):
+  """Yields (ImportStatement, where) of gin text and the files it includes."""
+  for statement in config_parser.ConfigParser(source, _Unevaluated()):
+    if isinstance(statement, config_parser.ImportStatement):
+      yield statement, where
+    elif isinstance(statement, config_parser.IncludeStatement):
+      found = _open_included(statement.filename)
+      if found is None or found[0] in seen:
+        continue
+      seen.add(found[0])
+      with found[1](found[0]) as f:
+        yield from _import_statements(f, found[0], seen)
+
+
+def _allowed(statement):
+  if statement.is_from and statement.module.startswith("__gin__."):
+    return True  # gin's own switches (dynamic_registration): no import.
+  return statement.module.split(".")[0] in ALLOWED_IMPORTS
+
+
+def check_imports(paths=(), gin_bindings=()):
+  """Refuses `import`s outside `ALLOWED_IMPORTS`, before gin runs any.
+
+  Reads the .gin files (resolved paths), the files they `include` (found
+  on gin's search path, as gin will), and the bindings, with gin's own
+  parser, which knows `import a.b`, `from a import b` and their `as` forms.
+
+  Raises:
+    GinImportError: naming each file, line and module, and the flag.
+  """
+  seen = set(paths)
+  found = []
+  for path in paths:
+    with open(path) as f:
+      found.extend(_import_statements(f, path, seen))
+  if gin_bindings:
+    found.extend(_import_statements("\n".join(gin_bindings),
+                                    "--gin_bindings", seen))
+  refused = [f"{where}, line {s.location.line_num}: {s.format()}"
+             for s, where in found if not _allowed(s)]
+  if refused:
+    raise GinImportError(
+        f"imports of modules outside ebmkit's allow-list "
+        f"({', '.join(ALLOWED_IMPORTS)}) are refused:\n  "
+        + "\n  ".join(refused)
+        + "\nA .gin file's import runs that module's code, like a Python "
+        "script. If you trust this config, pass --allow_gin_imports "
+        "(from Python: gin_utils.parse(..., allow_imports=True)).")
+
+
+def parse(gin_files=(), gin_bindings=(), finalize=True, allow_imports=False,
+          strict_macros=False):
   """Parses gin files (by path or shipped name) and bindings.
 
   Shipped configs `include` their parts ("models/convnet.gin") relative to the
   config folders, so those folders are on gin's search path. Every ebmkit
   configurable is registered by `import ebmkit` (ebmkit.configurables).
+
+  Args:
+    gin_files: .gin files, paths or shipped names.
+    gin_bindings: binding strings ("train.epochs = 5").
+    finalize: lock the config after parsing.
+    allow_imports: let the files import any module; by default only
+      `ALLOWED_IMPORTS` (see `check_imports`).
+    strict_macros: fail when a binding defines a macro nothing uses (a
+      misspelt `EPOCH = 1`); the command line sets it. Code that applies one
+      list of bindings to several configs leaves it off.
+
+  Raises:
+    GinImportError: an import outside `ALLOWED_IMPORTS` without
+      `allow_imports`; nothing of the config has run.
+    ValueError: a bad binding (see `validate_bindings`).
   """
   for folder in config_dirs():
     if folder not in gin.config._LOCATION_PREFIXES:  # pylint: disable=protected-access
       gin.add_config_file_search_path(folder)
   paths = [find_gin_file(f) for f in gin_files]
   with _quiet_lookups():
+    if not allow_imports:
+      check_imports(paths, gin_bindings)
     gin.parse_config_files_and_bindings(paths, list(gin_bindings),
                                         finalize_config=finalize)
   validate_bindings()
+  if strict_macros:
+    check_macros_used(gin_bindings)
   return paths
+
+
+def _macro_references(value, found):
+  """Adds the names of the macros `value` refers to (recursively)."""
+  if isinstance(value, gin.config.ConfigurableReference):
+    if value.configurable.name == "macro":
+      found.add(value.scoped_selector.split("/")[0])
+  elif isinstance(value, dict):
+    for v in value.values():
+      _macro_references(v, found)
+  elif isinstance(value, (list, tuple, set)):
+    for v in value:
+      _macro_references(v, found)
+
+
+def check_macros_used(gin_bindings):
+  """Fails when a binding defines a macro that nothing in the config uses.
+
+  `EPOCH = 1` (for EPOCHS) defines a new macro and changes nothing; gin
+  accepts it silently.
+
+  Raises:
+    ValueError: naming the unused macro and the closest used one.
+  """
+  defined = []
+  for binding in gin_bindings:
+    match = re.match(r"\s*([A-Za-z_][A-Za-z0-9_]*)\s*=", binding)
+    if match:
+      defined.append(match.group(1))
+  if not defined:
+    return
+  used = set()
+  for (scope, selector), params in gin.config._CONFIG.items():  # pylint: disable=protected-access
+    del scope, selector
+    for value in params.values():
+      _macro_references(value, used)
+  unused = [m for m in defined if m not in used]
+  if unused:
+    problems = []
+    for name in unused:
+      close = difflib.get_close_matches(name, sorted(used), n=1)
+      problems.append(f"{name}" + (f" (did you mean {close[0]}?)" if close
+                                   else ""))
+    raise ValueError(
+        f"The binding(s) define macro(s) that no part of the config uses: "
+        f"{', '.join(problems)}. Macros this config reads: "
+        f"{', '.join(sorted(used))}.")
 
 
 # Keyword arguments every Keras layer/model/optimizer takes through **kwargs.

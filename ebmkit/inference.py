@@ -42,6 +42,8 @@ def class_energies(model, x):
   if not model.classifies:
     raise ValueError("This model has no classes (a ScalarEnergyHead).")
   x = check_inputs(model, x)
+  if not len(x):  # The backbone's convolutions fail on zero examples.
+    return np.zeros((0, model.num_classes), np.float32)
   return model(x)["class_energy"].numpy()
 
 
@@ -92,7 +94,13 @@ def detect(model, x, y, threshold):
 
 
 def conditional_density(model, x, beta=1.0):
-  """p(y|x) = exp(−βE(x, y)) / Σ_y' exp(−βE(x, y')), [n, K]."""
-  if beta < 0:
-    raise ValueError(f"beta (inverse temperature) must be >= 0, got {beta}.")
+  """p(y|x) = exp(−βE(x, y)) / Σ_y' exp(−βE(x, y')), [n, K].
+
+  Raises:
+    ValueError: β (`beta`) negative, NaN or infinite (β = ∞ would give NaN,
+      not the argmin's one-hot; a large finite β does that).
+  """
+  if not np.isfinite(beta) or beta < 0:
+    raise ValueError(f"beta (inverse temperature) must be a finite number "
+                     f">= 0, got {beta}.")
   return tf.nn.softmax(-beta * class_energies(model, x), axis=-1).numpy()

@@ -7,6 +7,9 @@ a lower learning rate or more regularisation; `ebmkit.train` does that
 itself, up to `max_recoveries` times, and says what it did.
 """
 
+import math
+import os
+
 import keras
 import numpy as np
 import tensorflow as tf
@@ -89,19 +92,32 @@ def learning_rate(optimizer):
   return float(keras.ops.convert_to_numpy(optimizer.learning_rate))
 
 
-def scale_learning_rate(optimizer, factor):
-  """Multiplies the learning rate (a constant, or a schedule's base rate).
+def base_learning_rate(optimizer):
+  """The configured learning rate: the constant rate, or a schedule's base
+  `learning_rate`; None for a schedule without one (it cannot be scaled).
+  Read it before restoring a checkpoint, which holds a constant rate too."""
+  schedule = _schedule(optimizer)
+  if schedule is None:
+    return learning_rate(optimizer)
+  base = getattr(schedule, "learning_rate", None)
+  return None if base is None else float(base)
+
+
+def set_learning_rate(optimizer, base, scale):
+  """Sets the learning rate to `base` × `scale` (the constant rate, or a
+  schedule's base rate), so that cuts compound from the configured rate
+  whatever a restored checkpoint held.
 
   Raises:
-    TrainingDivergedError: a schedule without a base `learning_rate` (e.g.
-      PiecewiseConstantDecay), which cannot be scaled.
+    TrainingDivergedError: `scale` != 1 on a schedule without a base
+      `learning_rate` (e.g. PiecewiseConstantDecay).
   """
   schedule = _schedule(optimizer)
   if schedule is None:
-    optimizer.learning_rate = learning_rate(optimizer) * factor
-  elif hasattr(schedule, "learning_rate"):
-    schedule.learning_rate *= factor
-  else:
+    optimizer.learning_rate = base * scale
+  elif base is not None:
+    schedule.learning_rate = base * scale
+  elif scale != 1.0:
     raise TrainingDivergedError(
         f"Cannot lower the learning rate of a {type(schedule).__name__} "
         "schedule during recovery; use ebmkit.WarmupStepDecay or a constant "
@@ -114,27 +130,48 @@ def load_recoveries(workdir):
                                                 workdir_lib.RECOVERIES), [])
 
 
-def apply_recoveries(model, recoveries, restored_optimizer):
-  """Re-applies earlier recoveries after a restart: the L2 increases, and the
-  learning-rate cuts of a schedule (a constant rate is optimizer state and
-  comes back with the checkpoint)."""
+def inherited(recoveries, base):
+  """(learning-rate scale, L2 increase) that earlier recoveries leave in
+  force for a run whose configured learning rate is `base`.
+
+  Recoveries belong to a configuration: when the configured rate is the one
+  they were made under, their cumulative cut and L2 increases carry over (a
+  resumed run does not diverge again the same way); a new rate (the user
+  followed the advice to lower it) starts afresh.
+  """
   if not recoveries:
-    return
-  model.l2_weight += sum(r.get("l2_increase", 0.0) for r in recoveries)
-  if _schedule(model.optimizer) is not None or not restored_optimizer:
-    scale_learning_rate(model.optimizer, recoveries[-1]["lr_scale"])
+    return 1.0, 0.0
+  same = []
+  for r in reversed(recoveries):
+    b = r.get("base_learning_rate")
+    if b is None or base is None or not math.isclose(b, base, rel_tol=1e-9):
+      break
+    same.append(r)
+  if not same:
+    return 1.0, 0.0
+  return same[0]["lr_scale"], sum(r.get("l2_increase", 0.0) for r in same)
 
 
-def recover(model, manager, guard, workdir, lr_factor, l2_increase):
-  """Rolls back to the last good checkpoint and makes training gentler.
+def recover(model, manager, guard, workdir, base_lr, lr_scale, lr_factor,
+            l2_increase):
+  """Rolls back to the newest verified checkpoint and makes training gentler.
+
+  The target is a checkpoint whose weights were seen to give a finite,
+  in-bound step (`checkpoints.newest_verified`); newer checkpoints, whose
+  weights led to the divergence, are deleted. The learning rate becomes
+  `base_lr` × `lr_scale` × `lr_factor` (cuts compound).
 
   Returns:
     The recovery's record (also appended to recoveries.json, printed and
-    logged to TensorBoard).
+    logged to TensorBoard); its "lr_scale" is the new cumulative scale.
   """
   bad_step = int(model.optimizer.iterations.numpy())
-  restored = checkpoints.restore_latest(manager, model)
-  scale_learning_rate(model.optimizer, lr_factor)
+  target = (checkpoints.newest_verified(manager, workdir)
+            or manager.checkpoints[0])
+  discarded = checkpoints.discard_newer_than(manager, target)
+  checkpoints.restore(manager, model, target)
+  lr_scale *= lr_factor
+  set_learning_rate(model.optimizer, base_lr, lr_scale)
   if l2_increase:
     model.l2_weight += l2_increase
   reset_buffer = not guard.buffer_finite()
@@ -142,18 +179,22 @@ def recover(model, manager, guard, workdir, lr_factor, l2_increase):
     model.replay_buffer.reset()
   model.train_function = None  # Retrace: the step reads these as constants.
   model.stop_training = False
-  previous = load_recoveries(workdir)
-  lr_scale = (previous[-1]["lr_scale"] if previous else 1.0) * lr_factor
   event = {"step": bad_step, "reason": guard.reason,
-           "rolled_back_to": restored, "lr_scale": lr_scale,
+           "rolled_back_to": target,
+           "discarded": [os.path.basename(p) for p in discarded],
+           "base_learning_rate": base_lr, "lr_scale": lr_scale,
            "learning_rate": learning_rate(model.optimizer),
            "l2_weight": model.l2_weight, "buffer_reset": reset_buffer,
            "l2_increase": l2_increase}
   workdir_lib.write_json(workdir_lib.path(workdir, workdir_lib.RECOVERIES),
-                         previous + [event])
+                         load_recoveries(workdir) + [event])
   message = (f"Divergence at step {bad_step}: {guard.reason}. Rolled back to "
-             f"{restored}; learning rate now {event['learning_rate']:.3g}, "
-             f"L2 energy coefficient {model.l2_weight:g}"
+             f"{os.path.basename(target)}"
+             + (f" (deleted the diverged {', '.join(event['discarded'])})"
+                if discarded else "")
+             + f"; learning rate now {event['learning_rate']:.3g} "
+             f"({lr_scale:g}× the configured), L2 energy coefficient "
+             f"{model.l2_weight:g}"
              + ("; replay buffer re-initialised" if reset_buffer else "")
              + ".")
   print(message)  # Console (stdout); TensorBoard and the files below too.
@@ -168,17 +209,18 @@ def recover(model, manager, guard, workdir, lr_factor, l2_increase):
 
 
 def gave_up(recoveries, max_recoveries, lr_factor, l2_increase, l2_weight,
-            workdir):
+            workdir, target):
   """The error raised when training diverged after every recovery."""
   last = recoveries[-1]
   return TrainingDivergedError(
-      f"Training diverged {len(recoveries)} times; ebmkit gave up after "
-      f"{max_recoveries} recoveries. Last: {last['reason']} at step "
-      f"{last['step']}. Tried: rolling back to the last good checkpoint and "
-      f"multiplying the learning rate by {lr_factor} each time (now "
-      f"{last['lr_scale']:g}× the original), adding {l2_increase} to the L2 "
-      f"energy coefficient each time (now {l2_weight:g}), re-initialising "
-      f"non-finite buffers. {workdir} keeps the last good checkpoint. "
-      f"Restart with a lower LEARNING_RATE, a larger L2 (samplers/"
-      f"l2_energy.gin) or a smaller SGLD_STEP_SIZE; recoveries.json lists "
-      f"every recovery.")
+      f"Training diverged {len(recoveries)} times in this run; ebmkit gave "
+      f"up after {max_recoveries} recoveries. Last: {last['reason']} at step "
+      f"{last['step']}. Tried: rolling back to the newest checkpoint seen to "
+      f"train well and multiplying the learning rate by {lr_factor} each "
+      f"time (now {last['lr_scale']:g}× the configured), adding "
+      f"{l2_increase} to the L2 energy coefficient each time (now "
+      f"{l2_weight:g}), re-initialising non-finite buffers. The newest "
+      f"checkpoint in {workdir} is now {os.path.basename(target)}, a good "
+      f"state. Rerun with a lower LEARNING_RATE (it applies on resume), a "
+      f"larger L2 (samplers/l2_energy.gin) or a smaller SGLD_STEP_SIZE; "
+      f"recoveries.json lists every recovery.")

@@ -27,60 +27,109 @@ flags.DEFINE_string("export_dir", None, "export mode: the SavedModel folder "
                     "(default: <workdir>/export).")
 flags.DEFINE_float("detection_fpr", 0.05, "export mode: target false-positive "
                    "rate of the calibrated detection threshold.")
+flags.DEFINE_integer(
+    "max_sample_count", None, "export mode: the largest num_samples the "
+    "SavedModel's sample signature accepts (its chains are held in memory at "
+    "once; default 1024, serving.MAX_SAMPLE_COUNT).", lower_bound=1)
+flags.DEFINE_bool(
+    "allow_gin_imports", False, "Let .gin files and bindings import modules "
+    "outside ebmkit, gin, keras, numpy and tensorflow. A .gin file is code: "
+    "only allow this for configs you trust.")
 flags.DEFINE_list("workdirs", [], "compare mode: evaluated workdirs, "
                   "comma-separated.")
+flags.DEFINE_bool("fresh", False, "train mode: start from step 0 on purpose; "
+                  "the workdir's checkpoints, recoveries and results move to "
+                  "<workdir>/previous/<time>/ (nothing is deleted).")
 FLAGS = flags.FLAGS
+
+
+def _message(error):
+  """An error's message without gin's "In call to configurable" trailer."""
+  lines = [l for l in str(error).splitlines()
+           if not l.strip().startswith("In call to configurable")]
+  message = "\n".join(lines).strip() or type(error).__name__
+  if isinstance(error, SyntaxError) and error.text:  # Malformed gin.
+    message += f" In {error.filename or 'a binding'}: {error.text.strip()!r}"
+  return message
+
+
+def _workdir(gin_files):
+  return FLAGS.workdir or os.path.join("ebmkit_runs",
+                                       pathlib.Path(gin_files[0]).stem)
+
+
+def _run():
+  """The chosen mode; user errors propagate to `main`."""
+  from ebmkit import gin_utils  # pylint: disable=g-import-not-at-top
+  from ebmkit import train as train_lib  # pylint: disable=g-import-not-at-top
+  from ebmkit import workdir as workdir_lib  # pylint: disable=g-import-not-at-top
+  from ebmkit.evaluation import evaluate  # pylint: disable=g-import-not-at-top
+  from ebmkit.evaluation import render  # pylint: disable=g-import-not-at-top
+  if FLAGS.mode == "compare":
+    if not FLAGS.workdirs:
+      raise ValueError("--mode=compare needs --workdirs=a,b,...")
+    print(render.compare(FLAGS.workdirs, FLAGS.workdir or "."))
+    return
+  gin_files = FLAGS.gin_file or [gin_utils.DEFAULT_GIN_FILE]
+  if FLAGS.mode in ("eval", "export") and not FLAGS.gin_file:
+    saved = workdir_lib.path(_workdir(gin_files), workdir_lib.OPERATIVE_CONFIG)
+    if os.path.isfile(saved):
+      gin_files = [saved]
+  gin_utils.parse(gin_files, FLAGS.gin_bindings,
+                  allow_imports=FLAGS.allow_gin_imports, strict_macros=True)
+  # --workdir, else a train.workdir binding, else ebmkit_runs/<config>.
+  workdir = FLAGS.workdir or gin_utils.bound("train.workdir", None) or (
+      _workdir(gin_files))
+  if FLAGS.mode == "train":
+    train_lib.train(workdir=workdir, fresh=FLAGS.fresh)
+  elif FLAGS.mode == "export":
+    from ebmkit import serving  # pylint: disable=g-import-not-at-top
+    export_dir = FLAGS.export_dir or workdir_lib.path(workdir,
+                                                      workdir_lib.EXPORT)
+    meta = serving.export_workdir(
+        workdir, export_dir, FLAGS.detection_fpr,
+        max_sample_count=(serving.MAX_SAMPLE_COUNT
+                          if FLAGS.max_sample_count is None
+                          else FLAGS.max_sample_count))
+    print(f"Exported {export_dir} with signatures "
+          f"{', '.join(meta['signatures'])}.")
+  else:
+    result = evaluate.evaluate(workdir=workdir)
+    print(f"Wrote {workdir_lib.path(workdir, workdir_lib.REPORT)} "
+          f"(accuracy {result.get('accuracy', 'n/a')}, "
+          f"{result['wall_time_s']} s).")
 
 
 def main(argv):
   del argv
   from absl import logging  # pylint: disable=g-import-not-at-top
-  if not FLAGS["verbosity"].present:
+  verbose = FLAGS["verbosity"].present
+  if not verbose:
     # absl shows INFO by default: every checkpoint save, every TFDS lookup.
     logging.set_verbosity(logging.WARNING)
-  from ebmkit import gin_utils  # pylint: disable=g-import-not-at-top
-  from ebmkit import recovery  # pylint: disable=g-import-not-at-top
-  from ebmkit import train as train_lib  # pylint: disable=g-import-not-at-top
-  from ebmkit import workdir as workdir_lib  # pylint: disable=g-import-not-at-top
-  gin_files = FLAGS.gin_file or [gin_utils.DEFAULT_GIN_FILE]
-  workdir = FLAGS.workdir or os.path.join(
-      "ebmkit_runs", pathlib.Path(gin_files[0]).stem)
-  if FLAGS.mode in ("eval", "export") and not FLAGS.gin_file:
-    saved = workdir_lib.path(workdir, workdir_lib.OPERATIVE_CONFIG)
-    if os.path.isfile(saved):
-      gin_files = [saved]
+  from ebmkit import checkpoints  # pylint: disable=g-import-not-at-top
   from ebmkit import data  # pylint: disable=g-import-not-at-top
   from ebmkit import experiment  # pylint: disable=g-import-not-at-top
-  from ebmkit.evaluation import report  # pylint: disable=g-import-not-at-top
+  from ebmkit import recovery  # pylint: disable=g-import-not-at-top
+  from ebmkit import workdir as workdir_lib  # pylint: disable=g-import-not-at-top
+  fixable = (FileNotFoundError, data.DatasetUnavailableError,
+             experiment.NoModelConfiguredError, recovery.TrainingDivergedError,
+             checkpoints.UnreadableCheckpointsError,
+             workdir_lib.WorkdirLockedError)
+  # Bad values, malformed gin, unwritable folders: almost always the user's
+  # to fix. --verbosity shows the traceback (for ebmkit's own bugs).
+  generic = (ValueError, TypeError, SyntaxError, OSError)
   try:
-    if FLAGS.mode == "compare":
-      if len(FLAGS.workdirs) < 1:
-        sys.exit("ebmkit: error: --mode=compare needs --workdirs=a,b,...")
-      print(report.compare(FLAGS.workdirs, FLAGS.workdir or "."))
-      return
-    try:
-      gin_utils.parse(gin_files, FLAGS.gin_bindings)
-    except ValueError as e:  # Unknown configurable, misspelt parameter, ...
-      sys.exit(f"ebmkit: error in the gin config: {e}")
-    if FLAGS.mode == "train":
-      train_lib.train(workdir=workdir)
-    elif FLAGS.mode == "export":
-      from ebmkit import serving  # pylint: disable=g-import-not-at-top
-      export_dir = FLAGS.export_dir or workdir_lib.path(workdir,
-                                                        workdir_lib.EXPORT)
-      meta = serving.export_workdir(workdir, export_dir, FLAGS.detection_fpr)
-      print(f"Exported {export_dir} with signatures "
-            f"{', '.join(meta['signatures'])}.")
-    else:
-      result = report.evaluate(workdir=workdir)
-      print(f"Wrote {workdir_lib.path(workdir, workdir_lib.REPORT)} "
-            f"(accuracy {result.get('accuracy', 'n/a')}, "
-            f"{result['wall_time_s']} s).")
-  except (FileNotFoundError, data.DatasetUnavailableError,
-          experiment.NoModelConfiguredError,
-          recovery.TrainingDivergedError) as e:
-    # Problems the user fixes: say what, without a traceback.
-    sys.exit(f"ebmkit: error: {e}")
+    _run()
+  except fixable as e:
+    if verbose:
+      raise
+    sys.exit(f"ebmkit: error: {_message(e)}")
+  except generic as e:
+    if verbose:
+      raise
+    sys.exit(f"ebmkit: error: {_message(e)}\n(--verbosity=1 shows the "
+             f"traceback.)")
 
 
 if __name__ == "__main__":

@@ -20,19 +20,25 @@ SIGNATURES = ("classify", "energy", "log_px", "ood_score", "sample",
               "conditional_density", "detect")
 
 
+MAX_SAMPLE_COUNT = 1024  # Default largest `num_samples` of `sample`.
+
+
 def export(model, export_dir, detection=None, data_range=None,
-           max_sample_steps=10000):
+           max_sample_steps=10000, max_sample_count=MAX_SAMPLE_COUNT):
   """Writes `model` as a SavedModel with named signatures.
 
-  Signatures (inputs → outputs; x is float32 [n, H, W, C] in the data range):
+  Signatures (inputs → outputs; x is float32 [n, H, W, C] in the data range,
+  n >= 0: an empty batch gives empty outputs):
     classify(x) → logits, probabilities, predicted_class;
     energy(x) → energy E(x) and class_energy E(x, y) [n, K];
     log_px(x) → log_px (unnormalised);
     ood_score(x) → log_px, max_prob, neg_grad_norm (higher = in-distribution);
     sample(num_samples, steps, class_id) → samples: fresh SGLD chains from
       U(low, high), class-conditional if class_id >= 0 (−1: unconditional);
-    conditional_density(x, beta) → probabilities p(y|x) ∝ exp(−β E(x, y));
-    detect(x, y) → compatible (E(x, y) <= threshold), energy, threshold.
+    conditional_density(x, beta) → probabilities p(y|x) ∝ exp(−β E(x, y)),
+      β finite and >= 0;
+    detect(x, y) → compatible (E(x, y) <= threshold), energy, threshold; y
+      int32 [n], one class index per input.
   Unconditional (scalar-energy) models get energy, log_px, ood_score and
   sample only.
 
@@ -40,12 +46,15 @@ def export(model, export_dir, detection=None, data_range=None,
     model: a built, trained `EnergyModel`.
     export_dir: output folder.
     detection: optional dict from `inference.calibrate_detection`; its
-      threshold is saved in the model (else `detect` is not exported).
+      threshold is saved in the model (else `detect` is not exported) and
+      the dict in `export_dir/detection.json`.
     data_range: the data range (default: the model's,
       `replay_buffer.data_range`); inputs are checked against it by
       `validation.check_tensor` (InvalidArgument errors), and fresh chains
       start uniform in it.
     max_sample_steps: largest `steps` the sample signature accepts.
+    max_sample_count: largest `num_samples` the sample signature accepts:
+      the chains are held in memory at once (2^26 digits exhausted 8 GB).
 
   Returns:
     The list of exported signature names.
@@ -56,10 +65,30 @@ def export(model, export_dir, detection=None, data_range=None,
   archive.track(model)
   classifies = model.classifies
   data_range = tuple(data_range or model.replay_buffer.data_range)
+  if int(max_sample_count) < 1:
+    raise ValueError(f"max_sample_count must be >= 1, got {max_sample_count}.")
   # The signature's TensorSpec alone does not stop other image sizes: the
   # convolutional backbones accept them and would answer silently.
   check = lambda x: validation.check_tensor(x, shape[1:], data_range)
+  filler = sum(data_range) / 2
   names = []
+
+  def nonempty(t, n, fill):
+    # An empty batch gives empty outputs, but the backbone's convolutions
+    # fail on zero examples (on CPU), so it runs on one placeholder row,
+    # which `cut` drops again.
+    return tf.cond(n > 0, lambda: t,
+                   lambda: tf.fill(tf.concat([[1], tf.shape(t)[1:]], 0),
+                                   tf.cast(fill, t.dtype)))
+
+  def checked(x):
+    """x validated, padded to >= 1 row, and its true batch size."""
+    x = check(x)
+    n = tf.shape(x)[0]
+    return nonempty(x, n, filler), n
+
+  def cut(outputs, n):
+    return {k: v if v.shape.rank == 0 else v[:n] for k, v in outputs.items()}
 
   def add(name, fn, signature):
     archive.add_endpoint(name=name, fn=fn, input_signature=signature)
@@ -67,28 +96,42 @@ def export(model, export_dir, detection=None, data_range=None,
 
   if classifies:
     def classify(x):
-      logits = model(check(x))["logits"]
-      return {"logits": logits, "probabilities": tf.nn.softmax(logits),
-              "predicted_class": tf.argmax(logits, -1, output_type=tf.int32)}
+      x, n = checked(x)
+      logits = model(x)["logits"]
+      return cut({"logits": logits, "probabilities": tf.nn.softmax(logits),
+                  "predicted_class": tf.argmax(logits, -1,
+                                               output_type=tf.int32)}, n)
     add("classify", classify, [x_spec])
 
   def energy(x):
-    out = model(check(x))
+    x, n = checked(x)
+    out = model(x)
     result = {"energy": out["energy"]}
     if classifies:
       result["class_energy"] = out["class_energy"]
-    return result
+    return cut(result, n)
   add("energy", energy, [x_spec])
-  add("log_px", lambda x: {"log_px": model(check(x))["log_px"]}, [x_spec])
+
+  def log_px(x):
+    x, n = checked(x)
+    return cut({"log_px": model(x)["log_px"]}, n)
+  add("log_px", log_px, [x_spec])
 
   def ood_score(x):
-    return ood.score_batch(model, check(x))
+    x, n = checked(x)
+    return cut(ood.score_batch(model, x), n)
   add("ood_score", ood_score, [x_spec])
 
   def sample(num_samples, steps, class_id):
     checks = [
         tf.debugging.assert_positive(num_samples,
                                      "ebmkit: num_samples must be >= 1."),
+        tf.debugging.assert_less_equal(
+            num_samples, int(max_sample_count),
+            f"ebmkit: num_samples must be <= {int(max_sample_count)}, the "
+            f"max_sample_count set at export (all chains are held in memory "
+            f"at once): ask for more in several calls, or export with a "
+            f"larger --max_sample_count."),
         tf.debugging.assert_non_negative(steps, "ebmkit: steps must be >= 0."),
         tf.debugging.assert_less_equal(
             steps, max_sample_steps,
@@ -119,8 +162,14 @@ def export(model, export_dir, detection=None, data_range=None,
 
   if classifies:
     def conditional_density(x, beta):
-      return {"probabilities": tf.nn.softmax(
-          -beta * model(check(x))["class_energy"], -1)}
+      beta_check = tf.debugging.Assert(
+          tf.logical_and(tf.math.is_finite(beta), beta >= 0),
+          ["ebmkit: beta (the inverse temperature β) must be a finite number "
+           ">= 0, got", beta])
+      x, n = checked(x)
+      with tf.control_dependencies([beta_check]):
+        return cut({"probabilities": tf.nn.softmax(
+            -beta * model(x)["class_energy"], -1)}, n)
     add("conditional_density", conditional_density,
         [x_spec, tf.TensorSpec([], tf.float32, name="beta")])
     if detection is not None:
@@ -129,33 +178,52 @@ def export(model, export_dir, detection=None, data_range=None,
       archive.track(threshold)
 
       def detect(x, y):
-        checks = [tf.debugging.assert_non_negative(
-            y, "ebmkit: y must be class indices >= 0."),
-                  tf.debugging.assert_less(
-                      y, model.num_classes,
-                      f"ebmkit: y must be < {model.num_classes}.")]
+        x, n = checked(x)
+        y_rank = tf.debugging.assert_equal(
+            validation.runtime_rank(y), 1,
+            "ebmkit: y must be int32 of shape [n], one class index per "
+            "input.")
+        with tf.control_dependencies([y_rank]):
+          checks = [
+              tf.debugging.assert_equal(
+                  tf.shape(y)[0], n,
+                  "ebmkit: y must have shape [n], one class index per input "
+                  "of x ([n, ...]); its length differs from x's batch size."),
+              tf.debugging.assert_non_negative(
+                  y, "ebmkit: y must be class indices >= 0."),
+              tf.debugging.assert_less(
+                  y, model.num_classes,
+                  f"ebmkit: y must be < {model.num_classes}.")]
         with tf.control_dependencies(checks):
-          e = -tf.gather(model(check(x))["logits"], y, batch_dims=1)
-        return {"compatible": e <= threshold, "energy": e,
-                "threshold": tf.identity(threshold)}
+          y = nonempty(y, n, 0)
+          e = -tf.gather(model(x)["logits"], y, batch_dims=1)
+        return cut({"compatible": e <= threshold, "energy": e,
+                    "threshold": tf.identity(threshold)}, n)
       add("detect", detect, [x_spec, tf.TensorSpec([None], tf.int32,
                                                     name="y")])
   archive.write_out(export_dir, verbose=False)
   meta = {"signatures": names, "input_shape": list(shape[1:]),
-          "data_range": list(data_range), "detection": detection}
+          "data_range": list(data_range), "detection": detection,
+          "max_sample_count": int(max_sample_count),
+          "max_sample_steps": int(max_sample_steps)}
   with open(os.path.join(export_dir, "ebmkit_export.json"), "w") as f:
     json.dump(meta, f, indent=2)
+  if detection is not None:
+    workdir_lib.write_json(os.path.join(export_dir, workdir_lib.DETECTION),
+                           detection)
   return names
 
 
 def export_workdir(workdir, export_dir, detection_fpr=0.05,
-                   calibration_split=None):
+                   calibration_split=None, max_sample_count=MAX_SAMPLE_COUNT):
   """Restores a trained workdir's newest checkpoint and exports it.
 
   For classifiers, the detection threshold is calibrated first on held-out
   data (`calibration_split`, default: the bound train.validation_split, else
-  the test split) for `detection_fpr`, written to `workdir/detection.json`
-  and saved in the SavedModel (`detect` signature).
+  the test split) for `detection_fpr`, saved in the SavedModel (`detect`
+  signature) and written to `export_dir/detection.json`. Nothing is written
+  into the workdir (unless `export_dir` is inside it), so a read-only
+  workdir can be exported.
 
   Returns:
     The export's metadata (signatures, input shape, detection).
@@ -172,8 +240,7 @@ def export_workdir(workdir, export_dir, detection_fpr=0.05,
     detection = inference.calibrate_detection(
         model, np.concatenate(xs), np.concatenate(ys), detection_fpr)
     detection["calibration_split"] = split
-    workdir_lib.write_json(workdir_lib.path(workdir, workdir_lib.DETECTION),
-                           detection)
-  export(model, export_dir, detection=detection)
+  export(model, export_dir, detection=detection,
+         max_sample_count=max_sample_count)
   with open(os.path.join(export_dir, "ebmkit_export.json")) as f:
     return json.load(f)

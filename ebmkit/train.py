@@ -17,6 +17,7 @@ from ebmkit import models
 from ebmkit import recovery as recovery_lib
 from ebmkit import sampling
 from ebmkit import schedules
+from ebmkit import validation
 from ebmkit import workdir as workdir_lib
 
 
@@ -30,6 +31,15 @@ def _fit_informative_init(model, train_ds):
   images, labels = np.concatenate(images), np.concatenate(labels)
   labelled = labels >= 0
   model.replay_buffer.fit_informative_init(images[labelled], labels[labelled])
+
+
+def _checked(ds, model):
+  """The input check in the input pipeline: XLA compiles the train step's
+  in-graph assertions away, so under jit_compile they run here instead."""
+  shape, data_range = (model.replay_buffer.sample_shape,
+                       model.replay_buffer.data_range)
+  check = lambda t: validation.check_tensor(t, shape, data_range)
+  return ds.map(lambda x, y: (tf.nest.map_structure(check, x), y))
 
 
 def _check_data(train_ds, info, model, split, steps_per_epoch):
@@ -87,7 +97,7 @@ def train(workdir="ebmkit_runs/default", train_split="train",
           checkpoint_every_steps=200, keep_checkpoints=3,
           sample_grid_images=64, seed=0, verbose="auto", recovery=True,
           max_recoveries=3, recovery_lr_factor=0.5, recovery_l2_increase=0.0,
-          loss_bound=1e4, energy_bound=1e4, gap_bound=1e3):
+          loss_bound=1e4, energy_bound=1e4, gap_bound=1e3, fresh=False):
   """Trains an EnergyModel with `model.fit`, resuming from `workdir`.
 
   Writes to `workdir`: checkpoints/ (weights, optimizer, replay buffer, step),
@@ -127,6 +137,17 @@ def train(workdir="ebmkit_runs/default", train_split="train",
     recovery_l2_increase: added to EnergyModel.l2_weight per recovery.
     loss_bound, energy_bound, gap_bound: divergence thresholds on |loss|,
       |mean energy| and |mean E(data) − mean E(samples)|.
+    fresh: start from step 0 on purpose: the workdir's checkpoints,
+      recoveries and results are moved aside (`workdir.set_aside`), never
+      deleted. Without it, a workdir whose checkpoints cannot be restored
+      stops training with an error (nothing is deleted).
+
+  The workdir is locked while training (`workdir.Lock`): a second process
+  on it fails at once. The configured learning rate applies on resume too
+  (times the cuts earlier recoveries of the same configuration left in
+  force). results.json accumulates over resumed runs: "runs" lists each
+  process's steps and wall time, "wall_time_s" is their total,
+  "epochs_completed" counts finished epochs, and an evaluation in it stays.
 
   Returns:
     The results dict that is also written to results.json.
@@ -136,8 +157,55 @@ def train(workdir="ebmkit_runs/default", train_split="train",
       `max_recoveries`
       recoveries; the workdir keeps its last good checkpoint.
   """
-  if epochs < 1:
-    raise ValueError(f"train.epochs must be >= 1, got {epochs}.")
+  _check_settings(epochs=epochs, checkpoint_every_steps=checkpoint_every_steps,
+                  keep_checkpoints=keep_checkpoints,
+                  max_recoveries=max_recoveries,
+                  recovery_lr_factor=recovery_lr_factor,
+                  recovery_l2_increase=recovery_l2_increase,
+                  loss_bound=loss_bound, energy_bound=energy_bound,
+                  gap_bound=gap_bound)
+  with workdir_lib.Lock(workdir) as lock:
+    if lock.note:
+      print(lock.note)
+    return _train(**{k: v for k, v in locals().items() if k != "lock"})
+
+
+def _check_settings(**settings):
+  """Fails before anything is written when a training setting is invalid."""
+  def whole(name, low):
+    value = settings[name]
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or (
+        value < low):
+      raise ValueError(f"train.{name} must be a whole number >= {low}, got "
+                       f"{value!r}.")
+  whole("epochs", 1)
+  whole("checkpoint_every_steps", 0)
+  whole("keep_checkpoints", 1)
+  whole("max_recoveries", 0)
+  factor = settings["recovery_lr_factor"]
+  if not 0 < factor <= 1:
+    raise ValueError(f"train.recovery_lr_factor must be in (0, 1], got "
+                     f"{factor!r}.")
+  if not settings["recovery_l2_increase"] >= 0:
+    raise ValueError(f"train.recovery_l2_increase must be >= 0, got "
+                     f"{settings['recovery_l2_increase']!r}.")
+  for name in ("loss_bound", "energy_bound", "gap_bound"):
+    if not settings[name] > 0:
+      raise ValueError(f"train.{name} must be > 0, got {settings[name]!r}.")
+
+
+def _check_learning_rate(base):
+  if base is not None and not (np.isfinite(base) and base > 0):
+    raise ValueError(f"The learning rate must be a finite number > 0, got "
+                     f"{base!r} (LEARNING_RATE in the shipped configs).")
+
+
+def _train(workdir, train_split, test_split, validation_split, epochs,
+           optimizer, jit_compile, mixed_precision, checkpoint_every_steps,
+           keep_checkpoints, sample_grid_images, seed, verbose, recovery,
+           max_recoveries, recovery_lr_factor, recovery_l2_increase,
+           loss_bound, energy_bound, gap_bound, fresh):
+  """`train` with the workdir locked."""
   if seed is not None:
     keras.utils.set_random_seed(seed)
   started = time.time()
@@ -150,72 +218,119 @@ def train(workdir="ebmkit_runs/default", train_split="train",
             if validation_split else None)
   dataset = info.name
   model = experiment.build_model(info)
+  xla = sampling.resolve_jit_compile(jit_compile)
   model.compile(optimizer=optimizer or keras.optimizers.Adam(1e-4),
-                jit_compile=sampling.resolve_jit_compile(jit_compile))
+                jit_compile=xla)
+  if xla:
+    train_ds = _checked(train_ds, model)
+  # The configured rate, read before a checkpoint restores its own.
+  base_lr = recovery_lib.base_learning_rate(model.optimizer)
+  _check_learning_rate(base_lr)
   steps_per_epoch = int(train_ds.cardinality())
   _check_data(train_ds, info, model, train_split, steps_per_epoch)
   schedule = getattr(model.optimizer, "_learning_rate", None)
   if isinstance(schedule, schedules.WarmupStepDecay) and (
       schedule.steps_per_epoch is None):
     schedule.steps_per_epoch = steps_per_epoch
-  manager = checkpoints.make_manager(model, workdir, keep_checkpoints)
-  restored = checkpoints.restore_latest(manager, model)
+
+  if fresh:
+    moved = workdir_lib.set_aside(workdir)
+    if moved:
+      print(f"Starting fresh: moved the earlier run's files to {moved}.")
+  for orphan in checkpoints.remove_orphans(workdir):
+    logging.warning("Removed %s, left by an interrupted save.", orphan)
+  manager = checkpoints.make_manager(model, workdir)
+  restored = checkpoints.restore_latest(manager, model, workdir)
+  checkpoint_lr = recovery_lib.learning_rate(model.optimizer)
   if not restored and model.replay_buffer.init == "informative":
     _fit_informative_init(model, train_ds)
   gin_utils.write_operative_config(workdir)
+
+  # The configured learning rate applies (also on resume), times the cuts
+  # that earlier recoveries of this configuration left in force.
   recoveries = recovery_lib.load_recoveries(workdir)
-  recovery_lib.apply_recoveries(model, recoveries,
-                                restored_optimizer=bool(restored))
+  lr_scale, l2_extra = recovery_lib.inherited(recoveries, base_lr)
+  model.l2_weight += l2_extra
+  recovery_lib.set_learning_rate(model.optimizer, base_lr, lr_scale)
+  applied_lr = recovery_lib.learning_rate(model.optimizer)
+  if restored and not np.isclose(applied_lr, checkpoint_lr, rtol=1e-6):
+    print(f"Learning rate {applied_lr:.3g} (the config's"
+          + (f" × {lr_scale:g} from earlier recoveries" if lr_scale != 1
+             else "") + f"); the checkpoint had {checkpoint_lr:.3g}.")
+  if recoveries and lr_scale == 1.0 and recoveries[-1].get(
+      "base_learning_rate") != base_lr:
+    print("The learning rate differs from the one earlier recoveries were "
+          "made under: their cuts and L2 increases are not applied.")
 
   total_steps = epochs * steps_per_epoch
   step = int(model.optimizer.iterations.numpy())
+  pending = None
   if restored:
     logging.info("Resuming at step %d of %d.", step, total_steps)
     print(f"Resuming from {restored} at step {step} of {total_steps}.")
+    pending = restored
   elif recovery:
-    manager.save(checkpoint_number=step)  # A good state to roll back to.
+    pending = manager.save(checkpoint_number=step)  # A state to roll back to.
 
   log_dir = workdir_lib.path(workdir, workdir_lib.TENSORBOARD)
   guard = recovery_lib.DivergenceGuard(loss_bound, energy_bound, gap_bound)
+  checkpointer = callbacks_lib.Checkpointer(
+      manager, workdir, checkpoint_every_steps, keep_checkpoints,
+      guard if recovery else None, pending)
   callbacks = ([guard] if recovery else []) + [
-      callbacks_lib.Checkpointer(manager, checkpoint_every_steps,
-                                 guard if recovery else None),
+      checkpointer,
       callbacks_lib.SampleGrid(workdir_lib.path(workdir, workdir_lib.SAMPLES),
                                sample_grid_images, log_dir=log_dir),
       keras.callbacks.TensorBoard(log_dir=log_dir),
   ]
+  this_run = []
   while True:
     guard.reset()
     history = _fit_to(model, train_ds, val_ds, steps_per_epoch, epochs,
                       callbacks, verbose)
     if guard.reason is None:
       break
-    recoveries.append(recovery_lib.recover(
-        model, manager, guard, workdir, recovery_lr_factor,
-        recovery_l2_increase))
-    if len(recoveries) > max_recoveries:
-      raise recovery_lib.gave_up(recoveries, max_recoveries,
+    event = recovery_lib.recover(model, manager, guard, workdir, base_lr,
+                                 lr_scale, recovery_lr_factor,
+                                 recovery_l2_increase)
+    lr_scale = event["lr_scale"]
+    checkpointer.pending = None  # The target is verified already.
+    this_run.append(event)
+    if len(this_run) > max_recoveries:
+      raise recovery_lib.gave_up(this_run, max_recoveries,
                                  recovery_lr_factor, recovery_l2_increase,
-                                 model.l2_weight, workdir)
+                                 model.l2_weight, workdir,
+                                 event["rolled_back_to"])
 
   test_metrics = _floats(model.evaluate(test_ds, return_dict=True, verbose=0))
-  results = {
+  steps = int(model.optimizer.iterations.numpy())
+  path = workdir_lib.path(workdir, workdir_lib.RESULTS)
+  results = workdir_lib.read_json(path, {})  # Keeps "evaluation" and runs.
+  runs = results.get("runs", []) + [{
+      "started_at_step": step, "ended_at_step": steps,
+      "resumed_from": restored, "recoveries": len(this_run),
+      "wall_time_s": round(time.time() - started, 1)}]
+  last_epoch = {k: float(v[-1]) for k, v in history.items()}
+  results.update({
       "dataset": dataset,
-      "steps": int(model.optimizer.iterations.numpy()),
+      "steps": steps,
       "epochs": epochs,
+      "epochs_completed": steps // steps_per_epoch,
       "resumed_from": restored,
-      "recoveries": recoveries,
-      "train_metrics_last_epoch": {k: float(v[-1]) for k, v in history.items()},
+      "recoveries": recovery_lib.load_recoveries(workdir),
+      # A run that trained nothing (already finished) keeps the last ones.
+      "train_metrics_last_epoch": last_epoch or results.get(
+          "train_metrics_last_epoch", {}),
       "test": test_metrics,
       "learning_rate": recovery_lib.learning_rate(model.optimizer),
       "sample_grid": workdir_lib.path(workdir, workdir_lib.SAMPLES,
                                       "buffer_latest.png"),
-      "wall_time_s": round(time.time() - started, 1),
-  }
+      "runs": runs,
+      "wall_time_s": round(sum(r["wall_time_s"] for r in runs), 1),
+  })
   if model.classifies:
     results["test_accuracy"] = test_metrics.get("accuracy")
     print(f"Test accuracy on {dataset}/{test_split}: "
           f"{results['test_accuracy']:.4f}")
-  workdir_lib.write_json(workdir_lib.path(workdir, workdir_lib.RESULTS),
-                         results)
+  workdir_lib.write_json(path, results)
   return results

@@ -322,6 +322,7 @@ def run_cli(args, cwd, mock_examples=None):
                         capture_output=True, text=True, timeout=600)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name, uncond, head", [
     ("ccf_wrn10x1_batch", False, "logits"),
     ("f_wrn10x1_legacy", True, "log_px_scalar")])

@@ -28,9 +28,11 @@ RANKS = {
     "ebmkit.evaluation": 4, "ebmkit.evaluation.metrics": 4,
     "ebmkit.evaluation.plots": 4, "ebmkit.evaluation.judge": 4,
     "ebmkit.evaluation.ood": 4, "ebmkit.evaluation.adversarial": 4,
+    # Markdown of evaluation dicts (asks only the workdir), below evaluate.
+    "ebmkit.evaluation.render": 4,
     # Training, evaluation, serving, conversion.
     "ebmkit.train": 5, "ebmkit.serving": 5, "ebmkit.convert": 5,
-    "ebmkit.evaluation.report": 5,
+    "ebmkit.evaluation.evaluate": 5,
     # Registration of every configurable, then the entry points.
     "ebmkit.configurables": 8, "ebmkit.run": 9, "ebmkit": 9,
 }

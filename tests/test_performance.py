@@ -1,6 +1,13 @@
 """Fast paths give the plain paths' numbers, and nothing retraces."""
 
 import collections
+import json
+import math
+import os
+import resource
+import subprocess
+import sys
+import time
 
 import keras
 import numpy as np
@@ -100,24 +107,67 @@ def test_bfloat16_energies_are_within_tolerance_of_float32():
     keras.mixed_precision.set_global_policy("float32")
 
 
+def least_total(summary, n):
+  """The least total time n timings with this median and minimum can take:
+  the ⌈n/2⌉ largest are at least the median, the others at least the min."""
+  return math.ceil(n / 2) * summary["median"] + (n // 2) * summary["min"]
+
+
+@pytest.mark.slow
 def test_benchmark_tool_reports_every_figure(tmp_path):
-  import json, os, subprocess, sys  # pylint: disable=g-import-not-at-top,multiple-imports
   repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
   out = tmp_path / "bench.jsonl"
+  eta, n = 10, 3
+  started = time.perf_counter()
   proc = subprocess.run(
       [sys.executable, os.path.join(repo, "tools", "benchmark.py"),
        "--gin_file=jem_digits.gin", "--gin_bindings=BUFFER_SIZE = 100",
-       "--gin_bindings=SGLD_STEPS = 3", "--iterations=2", "--warmup=1",
-       f"--json_out={out}"], capture_output=True, text=True, timeout=300)
+       f"--gin_bindings=SGLD_STEPS = {eta}", f"--iterations={n}",
+       "--warmup=1", f"--json_out={out}"], capture_output=True, text=True,
+      timeout=300)
+  wall = time.perf_counter() - started
   assert proc.returncode == 0, proc.stderr[-3000:]
   result = json.loads(out.read_text().splitlines()[-1])
-  assert result["sgld_steps"] == 3 and result["batch_size"] == 64
-  for key in ("s_per_iteration", "s_per_sgld_step", "s_per_update"):
-    assert 0 < result[key]["min"] <= result[key]["median"] <= result[key]["max"]
-  assert result["efficiency"] > 0 and result["peak_memory_mb"] > 0
+  assert result["sgld_steps"] == eta and result["batch_size"] == 64
+  assert result["config"] == ["jem_digits.gin"]
+  summaries = {key: result[key] for key in
+               ("s_per_iteration", "s_per_sgld_step", "s_per_update")}
+  for key, summary in summaries.items():
+    assert set(summary) == {"min", "median", "max"}, key
+    for stat, value in summary.items():
+      assert np.isfinite(value) and value > 0, (key, stat)
+  for key in ("sampler_sgld_steps_per_s", "efficiency", "peak_memory_mb",
+              "model_gflops_per_iteration", "achieved_tflops"):
+    assert np.isfinite(result[key]) and result[key] > 0, key
+  # Every timed run lies inside the benchmark process's lifetime, so their
+  # least total is below the wall time the test measured around it: a figure
+  # in the wrong unit (ms for s) or a total reported per run fails this.
+  timed = sum(least_total(s, n) for s in summaries.values())
+  timed += math.ceil(n / 2) * eta / result["sampler_sgld_steps_per_s"]
+  assert timed < wall
+  # The iteration does everything the update does (buffer draw and write,
+  # forward and backward, optimizer) plus η = 10 SGLD steps: its fastest run
+  # is not faster than the update's fastest (the two swapped would fail).
+  assert summaries["s_per_iteration"]["min"] > summaries["s_per_update"]["min"]
+  # The derived figures follow from the reported ones, as documented
+  # (tolerances: the rounding of the reported figures).
+  med = {k: s["median"] for k, s in summaries.items()}
+  efficiency = (eta * med["s_per_sgld_step"] + med["s_per_update"]) / med[
+      "s_per_iteration"]
+  assert result["efficiency"] == pytest.approx(efficiency, rel=0.01,
+                                               abs=1e-3)
+  assert result["achieved_tflops"] == pytest.approx(
+      result["model_gflops_per_iteration"] / 1e3 / med["s_per_iteration"],
+      rel=0.01, abs=1e-4)
+  if result["peak_memory_kind"] == "process peak RSS":
+    # Importing TensorFlow alone takes hundreds of MB; the benchmark's peak
+    # RSS is at most the largest of this process's finished children's.
+    children_mb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
+    assert 100 < result["peak_memory_mb"] <= children_mb + 0.1
   # The FLOP count of the small convnet by hand: conv0 8·8·9·1·32 MACs,
   # conv1 4·4·9·32·64, conv2 2·2·9·64·128, logits 128·10, ×2 FLOPs, plus
-  # the profiler's bias adds and pooling: within 5% of the MAC count × 2.
+  # the profiler's bias adds and pooling: within 5% of the MAC count × 2,
+  # × (2η + 6) passes of the batch of 64.
   macs = 8 * 8 * 9 * 32 + 4 * 4 * 9 * 32 * 64 + 2 * 2 * 9 * 64 * 128 + 1280
-  expected = 2 * macs * 64 * (2 * 3 + 6) / 1e9
+  expected = 2 * macs * 64 * (2 * eta + 6) / 1e9
   assert abs(result["model_gflops_per_iteration"] - expected) < 0.05 * expected

@@ -45,11 +45,26 @@ def exported(trained, tmp_path_factory):
   return path, names, model, x[:4], detection
 
 
+# What a user of a classifier's export needs, written out here (not read
+# from serving.SIGNATURES, which the export itself uses).
+CLASSIFIER_SIGNATURES = ["classify", "energy", "log_px", "ood_score", "sample",
+                         "conditional_density", "detect"]
+SCALAR_ENERGY_SIGNATURES = ["energy", "log_px", "ood_score", "sample"]
+
+
 def test_all_signatures_are_exported(exported):
-  _, names, _, _, _ = exported
-  assert names == list(serving.SIGNATURES)
+  path, names, _, _, _ = exported
+  assert sorted(names) == sorted(CLASSIFIER_SIGNATURES)
+  # And the SavedModel on disk serves exactly those, plus Keras' default
+  # signature (TF Serving's when a request names none): classify.
+  signatures = tf.saved_model.load(path).signatures
+  assert sorted(signatures) == sorted(CLASSIFIER_SIGNATURES
+                                      + ["serving_default"])
+  assert set(signatures["serving_default"].structured_outputs) == {
+      "logits", "probabilities", "predicted_class"}
 
 
+@pytest.mark.slow
 def test_loads_without_ebmkit_and_matches_the_model(exported, tmp_path):
   path, _, model, x, detection = exported
   np.save(tmp_path / "x.npy", x)
@@ -82,13 +97,14 @@ def test_loads_without_ebmkit_and_matches_the_model(exported, tmp_path):
   assert got["sample/samples"].shape == (3, 8, 8, 1)
 
 
+@pytest.mark.slow
 def test_saved_model_cli_shows_and_runs(exported, tmp_path):
   path = exported[0]
   np.save(tmp_path / "x.npy", exported[3])
   shown = subprocess.run(["saved_model_cli", "show", "--dir", path, "--all"],
                          capture_output=True, text=True, timeout=300)
   assert shown.returncode == 0, shown.stderr[-2000:]
-  for name in serving.SIGNATURES:
+  for name in CLASSIFIER_SIGNATURES:
     assert f"signature_def['{name}']" in shown.stdout
   ran = subprocess.run(
       ["saved_model_cli", "run", "--dir", path, "--tag_set", "serve",
@@ -191,11 +207,14 @@ def test_unconditional_model_exports_its_energy_signatures(tmp_path):
       replay_buffer=buffer.ReplayBuffer(16), clf_weight=0.0)
   model.build((None, 8, 8, 1))
   names = serving.export(model, str(tmp_path / "igebm"))
-  assert names == ["energy", "log_px", "ood_score", "sample"]
+  assert sorted(names) == sorted(SCALAR_ENERGY_SIGNATURES)
+  assert sorted(tf.saved_model.load(str(tmp_path / "igebm")).signatures) == (
+      sorted(SCALAR_ENERGY_SIGNATURES + ["serving_default"]))
   with open(tmp_path / "igebm" / "ebmkit_export.json") as f:
     assert json.load(f)["input_shape"] == [8, 8, 1]
 
 
+@pytest.mark.slow
 def test_readme_rest_request_body_fits_the_classify_signature(exported,
                                                               tmp_path):
   # The README's line that writes request.json, run as written.

@@ -51,11 +51,18 @@ def test_nan_in_the_buffer_is_detected_and_repaired(tmp_path):
   model.replay_buffer.samples.assign(samples)
   model.compile(optimizer=keras.optimizers.Adam(1e-3))
   checkpoints.make_manager(model, workdir).save(checkpoint_number=4)
+  # Only the poisoned checkpoint is left, and nothing is known to be good:
+  # the rollback can only go back to it, and must repair its buffer.
+  ckpt_dir = os.path.join(workdir, "checkpoints")
+  for f in os.listdir(ckpt_dir):
+    if f.startswith("ckpt-0.") or f == "verified.json":
+      os.remove(os.path.join(ckpt_dir, f))
   gin.clear_config()
   gin_utils.parse(["jem_digits.gin"], SMALL + ["EPOCHS = 2"])
   results = train_lib.train(workdir=workdir)
   events = results["recoveries"]
   assert events and events[0]["buffer_reset"]
+  assert events[0]["rolled_back_to"].endswith("ckpt-4")
   assert results["steps"] == 8
   final = experiment.load_model(workdir)
   assert np.all(np.isfinite(final.replay_buffer.samples.numpy()))
@@ -67,13 +74,14 @@ def test_gives_up_with_a_clear_message(tmp_path):
       "EPOCHS = 1", "LEARNING_RATE = 1e6", "train.recovery_lr_factor = 1.0",
       "train.max_recoveries = 1"])
   with pytest.raises(recovery.TrainingDivergedError,
-                     match="gave up after 1 recoveries.*last good checkpoint"):
+                     match="gave up after 1 recoveries.*now ckpt-0, a good state"):
     train_lib.train(workdir=workdir)
   # Nothing diverged was saved: the only checkpoint is the initial one.
   assert tf.train.latest_checkpoint(
       os.path.join(workdir, "checkpoints")).endswith("ckpt-0")
 
 
+@pytest.mark.slow
 def test_sigkill_mid_run_then_the_same_command_resumes(tmp_path):
   workdir = str(tmp_path / "run")
   command = [sys.executable, "-m", "ebmkit.run", f"--workdir={workdir}",
@@ -180,6 +188,7 @@ def test_empty_split_is_named(tmp_path):
     train_lib.train(workdir=str(tmp_path / "run"))
 
 
+@pytest.mark.slow
 def test_a_killed_and_resumed_run_ends_where_an_uninterrupted_one_does(
     tmp_path):
   # Deterministic when the data side is: no shuffling, no σ_data noise. The

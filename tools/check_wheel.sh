@@ -20,7 +20,7 @@ py="$work/venv/bin/python"
 cd "$work"  # Outside the source tree: nothing can be imported from it.
 export TFDS_DATA_DIR="$work/tensorflow_datasets"
 "$py" - <<PY
-import ebmkit, ebmkit.evaluation.report, os
+import ebmkit, ebmkit.evaluation.evaluate, ebmkit.evaluation.render, os
 where = os.path.dirname(ebmkit.__file__)
 assert where.startswith("$work/venv/"), f"ebmkit imported from {where}"
 print("ebmkit", ebmkit.__version__, "from", where)

@@ -53,18 +53,35 @@ class Extractor:
 
 
 def classifier_judge(train_images, train_labels, test_images, test_labels,
-                     num_classes, path, epochs=20, width=32, seed=1234):
-  """Trains (or loads from `path`) the independent judge classifier."""
+                     num_classes, path, epochs=20, learning_rate=1e-3,
+                     batch_size=64, width=32, seed=1234):
+  """Trains (or loads from `path`) the independent judge classifier.
+
+  Args:
+    train_images, train_labels: its training data ([n, H, W, C], int [n]).
+    test_images, test_labels: the data its test accuracy is measured on.
+    num_classes: classes of its read-out.
+    path: its .keras file; loaded when it exists (the settings below then
+      do nothing), else trained and saved there.
+    epochs: training epochs.
+    learning_rate: Adam's learning rate.
+    batch_size: training batch size.
+    width: filters of its first convolutions (doubled twice).
+    seed: seed of its initialisation and shuffling.
+
+  Returns:
+    (Extractor of the judge, its test accuracy).
+  """
   if os.path.isfile(path):
     model = keras.models.load_model(path)
   else:
     keras.utils.set_random_seed(seed)
     model = _judge_network(train_images.shape[1:], num_classes, width)
-    model.compile(optimizer=keras.optimizers.Adam(1e-3),
+    model.compile(optimizer=keras.optimizers.Adam(learning_rate),
                   loss=[keras.losses.SparseCategoricalCrossentropy(
                       from_logits=True), None])
-    model.fit(train_images, train_labels, batch_size=64, epochs=epochs,
-              verbose=0)
+    model.fit(train_images, train_labels, batch_size=batch_size,
+              epochs=epochs, verbose=0)
     os.makedirs(os.path.dirname(path), exist_ok=True)
     model.save(path)
   logits = model.predict(test_images, verbose=0)[0]
