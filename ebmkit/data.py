@@ -83,6 +83,11 @@ def tfds_load(name, split, data_dir=None, download=True, supervised=True):
                      as_supervised=supervised, with_info=True)
   except AssertionError:  # TFDS: "could not find data in ...".
     pass
+  except tfds.core.registered.DatasetNotFoundError as e:
+    raise DatasetUnavailableError(
+        f"TFDS has no data set named {name!r}. Embedded data sets: "
+        f"{', '.join(embedded_datasets.EMBEDDED)}; see `tfds.list_builders()` "
+        f"for the others.") from e
   except ValueError as e:
     if "corresponds to no data" in str(e):
       raise ValueError(
@@ -92,11 +97,6 @@ def tfds_load(name, split, data_dir=None, download=True, supervised=True):
       raise ValueError(f"Bad split {split!r} for {name!r}: "
                        f"{str(e).splitlines()[0]}") from None
     raise
-  except tfds.core.registered.DatasetNotFoundError as e:
-    raise DatasetUnavailableError(
-        f"TFDS has no data set named {name!r}. Embedded data sets: "
-        f"{', '.join(embedded_datasets.EMBEDDED)}; see `tfds.list_builders()` "
-        f"for the others.") from e
   if not embedded:
     where = f"Data set {name!r} is not prepared in {data_dir}"
     if not download:

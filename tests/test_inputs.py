@@ -237,6 +237,7 @@ def set_writable(folder, writable):
       os.chmod(path, (mode | stat.S_IWUSR) if writable else (mode & ~write))
 
 
+@pytest.mark.slow
 def test_command_line_exports_a_read_only_workdir(trained, tmp_path):
   workdir = str(tmp_path / "run")
   shutil.copytree(trained[0], workdir)
