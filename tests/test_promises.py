@@ -215,11 +215,11 @@ def test_kills_corruption_lost_index_and_a_second_writer_lose_nothing(
     tmp_path):
   """The CLI under a hostile user: SIGKILL at random moments (some during
   checkpoint writes: a save every step), a second writer, a corrupt
-  newest checkpoint, a deleted index file. The run still ends at step 16
+  newest checkpoint, a deleted index file. The run still ends at step 160
   and results.json tells the whole story."""
   workdir = str(tmp_path / "run")
   command = [sys.executable, "-m", "ebmkit.run", f"--workdir={workdir}",
-             "--gin_bindings=EPOCHS = 4", "--gin_bindings=BUFFER_SIZE = 200",
+             "--gin_bindings=EPOCHS = 40", "--gin_bindings=BUFFER_SIZE = 200",
              "--gin_bindings=train.train_split = 'train[:256]'",
              "--gin_bindings=train.checkpoint_every_steps = 1",
              "--gin_bindings=train.verbose = 0"]
@@ -240,6 +240,7 @@ def test_kills_corruption_lost_index_and_a_second_writer_lose_nothing(
     if attempt == 0:
       second = subprocess.run(command, capture_output=True, text=True,
                               cwd=str(tmp_path), timeout=120)
+      assert proc.poll() is None, "the first writer finished too soon"
       assert second.returncode != 0
       assert "is in use" in second.stderr and "Traceback" not in second.stderr
     time.sleep(rng.uniform(0.0, 0.5))
@@ -260,8 +261,8 @@ def test_kills_corruption_lost_index_and_a_second_writer_lose_nothing(
   assert final.returncode == 0, final.stdout[-2000:] + final.stderr[-2000:]
   with open(os.path.join(workdir, "results.json")) as f:
     results = json.load(f)
-  assert results["steps"] == 16 and results["epochs_completed"] == 4
-  assert results["runs"][-1]["ended_at_step"] == 16
+  assert results["steps"] == 160 and results["epochs_completed"] == 40
+  assert results["runs"][-1]["ended_at_step"] == 160
   assert results["runs"][-1]["started_at_step"] > 0  # It resumed.
   assert not os.path.exists(os.path.join(workdir, ".lock"))
 
@@ -286,11 +287,19 @@ def test_the_input_check_runs_under_xla_too():
     ("train.epochs = = 3", "Unable to parse"),
     ("BUFFER_SIZE = 10", "larger than the replay buffer"),
     ("train.train_split = 'train[:0]'", "holds no examples"),
+    ("BATCH_SIZE = 0", "batch_size must be >= 1"),
+    # An unwritable workdir (here: a path through a file; root ignores
+    # permission bits) is an OSError, reported in one line too.
+    ("EPOCHS = 1", "Not a directory"),
 ])
 def test_user_errors_on_the_command_line_are_short(tmp_path, binding,
                                                    message):
+  workdir = f"{tmp_path}/run"
+  if message == "Not a directory":
+    (tmp_path / "file").write_text("x")
+    workdir = f"{tmp_path}/file/run"
   proc = subprocess.run(
-      [sys.executable, "-m", "ebmkit.run", f"--workdir={tmp_path}/run",
+      [sys.executable, "-m", "ebmkit.run", f"--workdir={workdir}",
        f"--gin_bindings={binding}"], capture_output=True, text=True,
       cwd=str(tmp_path), timeout=300)
   assert proc.returncode != 0
