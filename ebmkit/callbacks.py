@@ -1,7 +1,17 @@
-"""Keras callbacks for training EBMs: checkpoints and sample grids (the
-divergence guard is in `ebmkit.recovery`)."""
+"""What training and evaluation record and say: Keras callbacks for
+checkpoints, sample grids, one console line per epoch and per-step
+TensorBoard scalars; the evaluation's TensorBoard summaries; a console
+progress display for long jobs made of parts. (The divergence guard is in
+`ebmkit.recovery`.)"""
 
+import functools
+import glob
 import os
+import re
+import shutil
+import sys
+import threading
+import time
 
 import keras
 import numpy as np
@@ -9,6 +19,8 @@ import tensorflow as tf
 
 from ebmkit import checkpoints
 from ebmkit import images
+from ebmkit import schedules
+from ebmkit import workdir as workdir_lib
 
 
 class Checkpointer(keras.callbacks.Callback):
@@ -91,15 +103,24 @@ class SampleGrid(keras.callbacks.Callback):
   """At each epoch end, writes a PNG grid of buffer samples and logs it.
 
   Files: `<folder>/buffer_epoch_<NNNN>.png` and `<folder>/buffer_latest.png`;
-  the same picture goes to TensorBoard (`samples/buffer`) if `log_dir` is set.
+  the same picture goes to TensorBoard (`samples/buffer`, at the optimizer
+  step, the axis of `StepScalars`) if `writer` or `log_dir` is set.
+
+  Args:
+    folder: where the PNGs go.
+    num_images: buffer samples in each grid.
+    log_dir: TensorBoard folder (its `train` run is written); ignored when
+      `writer` is given.
+    writer: a `tf.summary` writer to share (e.g. with `StepScalars`).
   """
 
-  def __init__(self, folder, num_images=64, log_dir=None):
+  def __init__(self, folder, num_images=64, log_dir=None, writer=None):
     super().__init__()
     self.folder = folder
     self.num_images = num_images
-    self.writer = (tf.summary.create_file_writer(os.path.join(log_dir, "train"))
-                   if log_dir else None)
+    self.writer = writer or (
+        tf.summary.create_file_writer(os.path.join(log_dir, "train"))
+        if log_dir else None)
 
   def on_epoch_end(self, epoch, logs=None):
     grid = buffer_grid(self.model, self.num_images)
@@ -111,3 +132,257 @@ class SampleGrid(keras.callbacks.Callback):
         tf.summary.image("samples/buffer", grid[None],
                          step=int(self.model.optimizer.iterations.numpy()))
       self.writer.flush()
+
+
+class StepScalars(keras.callbacks.Callback):
+  """Every `every_steps` optimizer steps, the step's own training metrics
+  (loss terms, energies, accuracy) and the learning rate as TensorBoard
+  scalars `step/<name>`, at the optimizer step (resumes continue the axis).
+
+  Keras hands callbacks the running mean since the epoch began; the step's
+  own value is recovered from it: with m_b the mean after the epoch's batch
+  b (0-based), the value of batch b is (b + 1)·m_b − b·m_(b−1). That holds
+  for ebmkit's metrics, which average one equally weighted value per step
+  (training batches have a fixed size and, for accuracy, are all labelled).
+  Keras' own TensorBoard callback keeps the per-epoch `epoch_*` scalars.
+
+  Args:
+    writer: a `tf.summary` writer (the TensorBoard run `train`).
+    every_steps: log at the optimizer steps divisible by this (>= 1).
+  """
+
+  def __init__(self, writer, every_steps=10):
+    super().__init__()
+    self.writer = writer
+    self.every_steps = int(every_steps)
+    self._previous = None  # (batch, running means) one step before a log.
+
+  def on_epoch_begin(self, epoch, logs=None):
+    self._previous = None
+
+  def on_train_batch_end(self, batch, logs=None):
+    logs = {k: float(v) for k, v in (logs or {}).items()}
+    step = int(self.model.optimizer.iterations.numpy())
+    if step % self.every_steps == 0:
+      if batch == 0:
+        values = dict(logs)
+      elif self._previous is not None and self._previous[0] == batch - 1:
+        before = self._previous[1]
+        values = {k: (batch + 1) * m - batch * before[k]
+                  for k, m in logs.items() if k in before}
+      else:
+        values = {}
+      values["learning_rate"] = schedules.current_learning_rate(
+          self.model.optimizer)
+      with self.writer.as_default(step=step):
+        for name, value in values.items():
+          tf.summary.scalar(f"step/{name}", value)
+    if (step + 1) % self.every_steps == 0:
+      self._previous = (batch, logs)
+
+  def on_epoch_end(self, epoch, logs=None):
+    self.writer.flush()
+
+  def on_train_end(self, logs=None):
+    self.writer.flush()
+
+
+class EpochLog(keras.callbacks.Callback):
+  """One line per epoch on stdout, for logs that go to files (no progress
+  bar, carriage returns or colour codes), e.g.
+  `Epoch 3/20 (step 2343, 41.2 s): loss 1.234 - accuracy 0.9 - val_loss ...`.
+
+  Args:
+    epochs: the run's number of epochs (a resumed run's `fit` may be asked
+      for fewer).
+    stream: where the lines go (default: sys.stdout at the time of writing).
+  """
+
+  def __init__(self, epochs, stream=None):
+    super().__init__()
+    self.epochs = epochs
+    self.stream = stream
+    self._started = time.time()
+
+  def on_epoch_begin(self, epoch, logs=None):
+    self._started = time.time()
+
+  def on_epoch_end(self, epoch, logs=None):
+    step = int(self.model.optimizer.iterations.numpy())
+    metrics = " - ".join(f"{k} {float(v):.4g}" for k, v in (logs or {}).items())
+    print(f"Epoch {epoch + 1}/{self.epochs} (step {step}, "
+          f"{time.time() - self._started:.1f} s): {metrics}",
+          file=self.stream or sys.stdout, flush=True)
+
+
+class PartProgress:
+  """Says as each part of a long job starts and ends (with its time), and
+  shows that a running part is alive: on a terminal a progress bar over the
+  parts, redrawn in place; elsewhere (a log file) a line every `every_s`
+  seconds.
+
+  Wrap each part's call: `parts("OOD detection", ood_detection)(model, ...)`.
+
+  Args:
+    total: the number of parts.
+    title: what the job is (starts every line).
+    stream: where it writes (default: sys.stdout at construction).
+    tty: whether `stream` is a terminal (default: its `isatty()`).
+    every_s: seconds between redraws on a terminal (default 1) or between
+      "still running" lines elsewhere (default 30).
+  """
+
+  def __init__(self, total, title="Evaluation", stream=None, tty=None,
+               every_s=None):
+    self.total = total
+    self.title = title
+    self.stream = stream or sys.stdout
+    self.tty = (self.stream.isatty() if tty is None and hasattr(
+        self.stream, "isatty") else bool(tty))
+    self.every_s = every_s or (1.0 if self.tty else 30.0)
+    self.index = 0
+    self._lock = threading.Lock()
+
+  def _write(self, text):
+    with self._lock:
+      self.stream.write(text)
+      self.stream.flush()
+
+  def _bar(self, name, started):
+    width = 20
+    done = width * (self.index - 1) // max(self.total, self.index)
+    line = (f"{self.title} {'█' * done}{'░' * (width - done)} "
+            f"{self.index}/{max(self.total, self.index)} {name} "
+            f"{time.time() - started:.0f} s")
+    # A line longer than the terminal wraps, and "\r" would redraw only its
+    # last row.
+    columns = shutil.get_terminal_size().columns
+    return f"\r{line[:max(columns - 1, 1)]}\x1b[K"
+
+  def _tick(self, label, name, started, stop):
+    while not stop.wait(self.every_s):
+      if self.tty:
+        self._write(self._bar(name, started))
+      else:
+        self._write(f"{label}: running for {time.time() - started:.0f} s\n")
+
+  def __call__(self, name, fn):
+    """`fn` wrapped to report part `name`; returns what `fn` returns."""
+    @functools.wraps(fn)
+    def run(*args, **kwargs):
+      self.index += 1
+      total = max(self.total, self.index)
+      label = f"{self.title} [{self.index}/{total}] {name}"
+      self._write(f"{label}: started\n")
+      started, stop = time.time(), threading.Event()
+      ticker = threading.Thread(target=self._tick, daemon=True,
+                                args=(label, name, started, stop))
+      ticker.start()
+      outcome = "failed after"
+      try:
+        value = fn(*args, **kwargs)
+        outcome = "done in"
+        return value
+      finally:
+        stop.set()
+        ticker.join()
+        self._write(("\r\x1b[K" if self.tty else "")
+                    + f"{label}: {outcome} {time.time() - started:.1f} s\n")
+    return run
+
+
+# -- the evaluation in TensorBoard ---------------------------------------------
+
+EVAL_RUN = "eval"  # <workdir>/tensorboard/eval
+
+
+def _tag(*parts):
+  """A TensorBoard tag: parts joined by "/", odd characters as "_"."""
+  return re.sub(r"[^A-Za-z0-9_.\-/]", "_", "/".join(str(p) for p in parts))
+
+
+def evaluation_scalars(result):
+  """The numbers of an evaluation dict as {TensorBoard tag: float}.
+
+  Accuracy, ECE and the judge's accuracy; the detection threshold's test
+  false- and true-positive rates; AUROC per OOD score and set (also of the
+  score oriented on held-out data, where the evaluation has it); IS
+  and FID of fresh and buffer samples, the test set's IS, the judged
+  accuracy of class-conditional samples; PGD accuracy per threat model,
+  target and ε; the distal adversarials' numbers. Parts the evaluation did
+  not run (or numbers it could not compute, None) are left out.
+  """
+  found = {}
+
+  def put(value, *tag):
+    if isinstance(value, (int, float, np.number)) and not isinstance(
+        value, bool):
+      found[_tag(*tag)] = float(value)
+
+  put(result.get("accuracy"), "accuracy")
+  put(result.get("calibration", {}).get("ece"), "calibration", "ece")
+  put(result.get("judge_test_accuracy"), "judge_test_accuracy")
+  for key in ("test_fpr", "test_tpr"):
+    put(result.get("detection", {}).get(key), "detection", key)
+  ood = result.get("ood", {})
+  for score, row in ood.get("auroc", {}).items():
+    for name, value in row.items():
+      put(value, "ood_auroc", score, name)
+  for score, row in ood.get("orientation", {}).get("auroc", {}).items():
+    for name, value in row.items():
+      put(value, "ood_auroc_oriented", score, name)
+  s = result.get("samples", {})
+  for kind in ("fresh", "buffer"):
+    for metric in ("inception_score", "fid"):
+      put(s.get(kind, {}).get(metric), "samples", kind, metric)
+  put(s.get("test_set", {}).get("inception_score"), "samples", "test_set",
+      "inception_score")
+  put(s.get("conditional", {}).get("judge_accuracy"), "samples",
+      "conditional", "judge_accuracy")
+  for norm in ("linf", "l2"):
+    for target, curve in result.get("robustness", {}).get(norm, {}).items():
+      for eps, accuracy in zip(curve["eps"], curve["accuracy"]):
+        put(accuracy, "robustness", norm, target, f"eps_{eps:g}")
+  d = result.get("distal", {})
+  for key in ("reached_threshold", "judge_agrees", "mean_steps"):
+    put(d.get(key), "distal", key)
+  return found
+
+
+def checkpoint_step(path):
+  """The step in a checkpoint's name (`.../ckpt-<step>`); 0 if it has none."""
+  match = re.search(r"-(\d+)$", os.path.basename(str(path or "")))
+  return int(match.group(1)) if match else 0
+
+
+def write_evaluation_summaries(workdir, result):
+  """Writes an evaluation to TensorBoard: its numbers (`evaluation_scalars`),
+  every PNG under `<workdir>/figures/` (`figures/<name>`) and report.md
+  (text `report`), in the run `<workdir>/tensorboard/eval` at the evaluated
+  checkpoint's step, so they line up with the training curves.
+
+  Args:
+    workdir: the evaluated workdir.
+    result: its evaluation dict (with "checkpoint").
+
+  Returns:
+    The TensorBoard run folder.
+  """
+  folder = workdir_lib.path(workdir, workdir_lib.TENSORBOARD, EVAL_RUN)
+  step = checkpoint_step(result.get("checkpoint"))
+  writer = tf.summary.create_file_writer(folder)
+  with writer.as_default(step=step):
+    for tag, value in evaluation_scalars(result).items():
+      tf.summary.scalar(tag, value)
+    for png in sorted(glob.glob(workdir_lib.path(workdir, workdir_lib.FIGURES,
+                                                 "*.png"))):
+      with open(png, "rb") as f:
+        picture = tf.io.decode_png(f.read())
+      tf.summary.image(_tag("figures", os.path.splitext(
+          os.path.basename(png))[0]), picture[None])
+    report = workdir_lib.path(workdir, workdir_lib.REPORT)
+    if os.path.isfile(report):
+      with open(report) as f:
+        tf.summary.text("report", f.read())
+  writer.close()
+  return folder

@@ -1,7 +1,9 @@
 """Data: every data set comes through tensorflow-datasets (`tfds.load`)."""
 
 import dataclasses
+import json
 import os
+import shlex
 import socket
 
 import gin
@@ -46,14 +48,38 @@ def _network_available(host="storage.googleapis.com", port=443, timeout=3.0):
     return False
 
 
+def prepare_command(name, data_dir):
+  """A shell command that downloads and prepares a TFDS data set.
+
+  TFDS' Python API rather than `tfds build`: in TFDS 4.9 that command
+  imports apache_beam, which ebmkit does not install, and it does not know
+  ebmkit's embedded data sets.
+
+  Args:
+    name: TFDS name, e.g. "cifar10".
+    data_dir: the folder it is prepared in.
+
+  Returns:
+    `python -c '...'`, quoted for a POSIX shell.
+  """
+  imports = ("import ebmkit.datasets, tensorflow_datasets as tfds"
+             if name in embedded_datasets.EMBEDDED
+             else "import tensorflow_datasets as tfds")
+  # JSON strings are Python string literals too (quotes, backslashes).
+  code = (f"{imports}; tfds.builder({json.dumps(name)}, data_dir="
+          f"{json.dumps(data_dir)}).download_and_prepare()")
+  return f"python -c {shlex.quote(code)}"
+
+
 def _how_to_prepare(name, data_dir):
   return (
       f"To prepare it, on a machine with internet access run\n"
-      f"    tfds build {name} --data_dir={data_dir}\n"
+      f"    {prepare_command(name, data_dir)}\n"
       f"and copy {os.path.join(data_dir, name)} to this machine (or point "
       f"--gin_bindings=\"load_dataset.data_dir='...'\" / $TFDS_DATA_DIR at a "
-      f"folder that holds it). Data sets that need manual downloads also take "
-      f"--manual_dir; see `tfds build --help`.")
+      f"folder that holds it). Data sets that need a manual download say "
+      f"which files; pass their folder as download_and_prepare(download_"
+      f"config=tfds.download.DownloadConfig(manual_dir='...')).")
 
 
 def tfds_load(name, split, data_dir=None, download=True, supervised=True):

@@ -15,6 +15,7 @@ import numpy as np
 import tensorflow as tf
 
 from ebmkit import checkpoints
+from ebmkit import schedules
 from ebmkit import workdir as workdir_lib
 
 
@@ -78,18 +79,8 @@ class DivergenceGuard(keras.callbacks.Callback):
     return self.reason is None
 
 
-def _schedule(optimizer):
-  """The optimizer's learning-rate schedule, or None for a constant rate."""
-  rate = getattr(optimizer, "_learning_rate", None)
-  if isinstance(rate, keras.optimizers.schedules.LearningRateSchedule):
-    return rate
-  return None
-
-
-def learning_rate(optimizer):
-  """The learning rate in force now, a float (a schedule at the current
-  step, or the constant rate)."""
-  return float(keras.ops.convert_to_numpy(optimizer.learning_rate))
+_schedule = schedules.schedule_of
+learning_rate = schedules.current_learning_rate
 
 
 def base_learning_rate(optimizer):

@@ -37,6 +37,10 @@ flags.DEFINE_bool(
     "only allow this for configs you trust.")
 flags.DEFINE_list("workdirs", [], "compare mode: evaluated workdirs, "
                   "comma-separated.")
+flags.DEFINE_string("output", None, "compare mode: where the table is "
+                    "written, a .md file or a folder (for comparison.md); "
+                    "without it (and without --workdir, the older way to "
+                    "name that folder) it is only printed.")
 flags.DEFINE_bool("fresh", False, "train mode: start from step 0 on purpose; "
                   "the workdir's checkpoints, recoveries and results move to "
                   "<workdir>/previous/<time>/ (nothing is deleted).")
@@ -68,7 +72,12 @@ def _run():
   if FLAGS.mode == "compare":
     if not FLAGS.workdirs:
       raise ValueError("--mode=compare needs --workdirs=a,b,...")
-    print(render.compare(FLAGS.workdirs, FLAGS.workdir or "."))
+    output = FLAGS.output or FLAGS.workdir
+    path = render.comparison_path(output) if output else None
+    print(render.compare(FLAGS.workdirs, path), end="", flush=True)
+    # On stderr: `--mode=compare > table.md` keeps only the table.
+    print(f"Wrote {path}." if path else "Not written to a file (--output="
+          "FILE.md or FOLDER writes it).", file=sys.stderr)
     return
   gin_files = FLAGS.gin_file or [gin_utils.DEFAULT_GIN_FILE]
   if FLAGS.mode in ("eval", "export") and not FLAGS.gin_file:
@@ -95,9 +104,11 @@ def _run():
           f"{', '.join(meta['signatures'])}.")
   else:
     result = evaluate.evaluate(workdir=workdir)
-    print(f"Wrote {workdir_lib.path(workdir, workdir_lib.REPORT)} "
-          f"(accuracy {result.get('accuracy', 'n/a')}, "
-          f"{result['wall_time_s']} s).")
+    accuracy = result.get("accuracy")
+    print(f"Wrote {workdir_lib.path(workdir, workdir_lib.REPORT)} (accuracy "
+          + ("n/a" if accuracy is None else f"{accuracy:.4f}")
+          + f", {result['wall_time_s']} s); TensorBoard: "
+          f"{workdir_lib.path(workdir, workdir_lib.TENSORBOARD)}.")
 
 
 def main(argv):

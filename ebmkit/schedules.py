@@ -51,3 +51,22 @@ class WarmupStepDecay(keras.optimizers.schedules.LearningRateSchedule):
             "warmup_steps": self.warmup_steps,
             "decay_epochs": self.decay_epochs, "decay_rate": self.decay_rate,
             "steps_per_epoch": self.steps_per_epoch}
+
+
+def schedule_of(optimizer):
+  """The optimizer's learning-rate schedule, or None for a constant rate.
+
+  The one place ebmkit reads a Keras optimizer's private `_learning_rate`:
+  Keras 3 exposes the schedule object only there.
+  """
+  rate = getattr(optimizer, "_learning_rate", None)
+  if isinstance(rate, keras.optimizers.schedules.LearningRateSchedule):
+    return rate
+  return None
+
+
+def current_learning_rate(optimizer):
+  """The learning rate in force now, a float (a schedule at the current
+  step, or the constant rate)."""
+  return float(keras.ops.convert_to_numpy(optimizer.learning_rate))
+

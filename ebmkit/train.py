@@ -1,5 +1,6 @@
 """Training and evaluation entry points (configured with gin)."""
 
+import sys
 import time
 
 from absl import logging
@@ -86,6 +87,17 @@ def _fit_to(model, train_ds, val_ds, steps_per_epoch, epochs, callbacks,
   return history
 
 
+def _resolve_verbose(verbose):
+  """train.verbose: "auto" is 1 (Keras' progress bar) when stdout is a
+  terminal, else 2 (one line per epoch: logs redirected to a file)."""
+  if verbose == "auto":
+    return 1 if sys.stdout.isatty() else 2
+  if verbose not in (0, 1, 2) or isinstance(verbose, bool):
+    raise ValueError(f"train.verbose must be 'auto', 0, 1 or 2, got "
+                     f"{verbose!r}.")
+  return verbose
+
+
 def _floats(logs):
   return {k: float(v) for k, v in (logs or {}).items()}
 
@@ -95,14 +107,18 @@ def train(workdir="ebmkit_runs/default", train_split="train",
           test_split="test", validation_split=None, epochs=20, optimizer=None,
           jit_compile="auto", mixed_precision=None,
           checkpoint_every_steps=200, keep_checkpoints=3,
-          sample_grid_images=64, seed=0, verbose="auto", recovery=True,
+          sample_grid_images=64, seed=0, verbose="auto", log_every_steps=10,
+          recovery=True,
           max_recoveries=3, recovery_lr_factor=0.5, recovery_l2_increase=0.0,
           loss_bound=1e4, energy_bound=1e4, gap_bound=1e3, fresh=False):
   """Trains an EnergyModel with `model.fit`, resuming from `workdir`.
 
   Writes to `workdir`: checkpoints/ (weights, optimizer, replay buffer, step),
-  operative_config.gin, tensorboard/, samples/ (a PNG grid of buffer samples
-  per epoch) and results.json (test accuracy and the last epoch's metrics).
+  operative_config.gin, tensorboard/ (run `train`: Keras' per-epoch
+  `epoch_*` scalars on the epoch axis; `step/*` scalars and the
+  `samples/buffer` grid on the optimizer-step axis; run `validation`),
+  samples/ (a PNG grid of buffer samples per epoch) and results.json (test
+  accuracy and the last epoch's metrics).
   Running it again on the same workdir resumes from the newest checkpoint.
   The model comes from `experiment.get_model` (bound by the config), the data
   from `load_dataset` (default: the embedded digits).
@@ -124,7 +140,12 @@ def train(workdir="ebmkit_runs/default", train_split="train",
     keep_checkpoints: number of checkpoints kept.
     sample_grid_images: buffer samples in each epoch's PNG grid.
     seed: global seed (Python, NumPy, TensorFlow, Keras); None for none.
-    verbose: Keras progress display ("auto", 0, 1 or 2).
+    verbose: console output while training: 0 none, 1 Keras' progress bar,
+      2 one line per epoch (`callbacks.EpochLog`); "auto": 1 when stdout is
+      a terminal, else 2 (no carriage returns or colour codes in log files).
+    log_every_steps: every this many optimizer steps, TensorBoard scalars
+      of that step's loss terms, energies, accuracy and learning rate
+      (`step/*`, `callbacks.StepScalars`); 0: only the per-epoch ones.
     recovery: on divergence (NaN/Inf or out-of-bound loss, energies or
       energy gap; a non-finite buffer), roll back to the last good
       checkpoint, multiply the learning rate by `recovery_lr_factor`, add
@@ -157,7 +178,9 @@ def train(workdir="ebmkit_runs/default", train_split="train",
       `max_recoveries`
       recoveries; the workdir keeps its last good checkpoint.
   """
+  verbose = _resolve_verbose(verbose)
   _check_settings(epochs=epochs, checkpoint_every_steps=checkpoint_every_steps,
+                  log_every_steps=log_every_steps,
                   keep_checkpoints=keep_checkpoints,
                   max_recoveries=max_recoveries,
                   recovery_lr_factor=recovery_lr_factor,
@@ -180,6 +203,7 @@ def _check_settings(**settings):
                        f"{value!r}.")
   whole("epochs", 1)
   whole("checkpoint_every_steps", 0)
+  whole("log_every_steps", 0)
   whole("keep_checkpoints", 1)
   whole("max_recoveries", 0)
   factor = settings["recovery_lr_factor"]
@@ -202,7 +226,8 @@ def _check_learning_rate(base):
 
 def _train(workdir, train_split, test_split, validation_split, epochs,
            optimizer, jit_compile, mixed_precision, checkpoint_every_steps,
-           keep_checkpoints, sample_grid_images, seed, verbose, recovery,
+           keep_checkpoints, sample_grid_images, seed, verbose,
+           log_every_steps, recovery,
            max_recoveries, recovery_lr_factor, recovery_l2_increase,
            loss_bound, energy_bound, gap_bound, fresh):
   """`train` with the workdir locked."""
@@ -228,7 +253,7 @@ def _train(workdir, train_split, test_split, validation_split, epochs,
   _check_learning_rate(base_lr)
   steps_per_epoch = int(train_ds.cardinality())
   _check_data(train_ds, info, model, train_split, steps_per_epoch)
-  schedule = getattr(model.optimizer, "_learning_rate", None)
+  schedule = schedules.schedule_of(model.optimizer)
   if isinstance(schedule, schedules.WarmupStepDecay) and (
       schedule.steps_per_epoch is None):
     schedule.steps_per_epoch = steps_per_epoch
@@ -273,6 +298,9 @@ def _train(workdir, train_split, test_split, validation_split, epochs,
     pending = manager.save(checkpoint_number=step)  # A state to roll back to.
 
   log_dir = workdir_lib.path(workdir, workdir_lib.TENSORBOARD)
+  # One writer for the optimizer-step axis: step scalars and sample grids.
+  step_writer = tf.summary.create_file_writer(
+      workdir_lib.path(log_dir, "train"))
   guard = recovery_lib.DivergenceGuard(loss_bound, energy_bound, gap_bound)
   checkpointer = callbacks_lib.Checkpointer(
       manager, workdir, checkpoint_every_steps, keep_checkpoints,
@@ -280,14 +308,18 @@ def _train(workdir, train_split, test_split, validation_split, epochs,
   callbacks = ([guard] if recovery else []) + [
       checkpointer,
       callbacks_lib.SampleGrid(workdir_lib.path(workdir, workdir_lib.SAMPLES),
-                               sample_grid_images, log_dir=log_dir),
+                               sample_grid_images, writer=step_writer),
       keras.callbacks.TensorBoard(log_dir=log_dir),
   ]
+  if log_every_steps:
+    callbacks.append(callbacks_lib.StepScalars(step_writer, log_every_steps))
+  if verbose == 2:  # One line per epoch, by ebmkit rather than Keras.
+    callbacks.append(callbacks_lib.EpochLog(epochs))
   this_run = []
   while True:
     guard.reset()
     history = _fit_to(model, train_ds, val_ds, steps_per_epoch, epochs,
-                      callbacks, verbose)
+                      callbacks, 1 if verbose == 1 else 0)
     if guard.reason is None:
       break
     event = recovery_lib.recover(model, manager, guard, workdir, base_lr,
@@ -302,6 +334,7 @@ def _train(workdir, train_split, test_split, validation_split, epochs,
                                  model.l2_weight, workdir,
                                  event["rolled_back_to"])
 
+  step_writer.close()
   test_metrics = _floats(model.evaluate(test_ds, return_dict=True, verbose=0))
   steps = int(model.optimizer.iterations.numpy())
   path = workdir_lib.path(workdir, workdir_lib.RESULTS)

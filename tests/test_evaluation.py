@@ -97,6 +97,20 @@ def test_eval_run_writes_the_whole_report(trained, tmp_path):
   assert set(result["ood"]["auroc"]["log_px"]) == {"interp", "uniform",
                                                    "constant", "photos"}
   assert result["feature_extractor"]["name"] == "classifier"
+  # Each score's sign is chosen on held-out data: the oriented AUROC on
+  # the test data is the defined one, or 1 − it where the sign flips.
+  orientation = result["ood"]["orientation"]
+  for score, row in result["ood"]["auroc"].items():
+    for name, value in row.items():
+      sign = orientation["sign"][score][name]
+      assert sign == (1 if orientation["held_out_auroc"][score][name] >= 0.5
+                      else -1)
+      assert orientation["auroc"][score][name] == pytest.approx(
+          value if sign > 0 else 1 - value)
+  # The detection threshold comes from the held-out end of the train split.
+  assert result["detection"]["calibration"]["split"] == (
+      "the last 10% of `train`")
+  assert result["samples"]["buffer"]["num_samples"] == 64
   text = open(os.path.join(workdir, "report.md")).read()
   for figure in figures:
     assert f"figures/{figure}" in text
@@ -138,21 +152,29 @@ def test_formerly_fixed_settings_are_bindable_and_used(trained, tmp_path):
   assert distal["reached_threshold"] == pytest.approx(np.mean(probs > 0.5))
   assert "p(y = c|x) > 0.5" in open(os.path.join(workdir, "report.md")).read()
 
-  # 3 class-conditional samples per class (default 10 for 10 classes): 30
-  # cells of 8·4 + 1 pixels, 6 columns (two classes per row), 5 rows.
+  # 3 class-conditional samples per class (default 10 for 10 classes): one
+  # row per class, 3 cells of 1 inch at 110 dpi plus 0.9 inch of row labels
+  # across; 10 rows of 1.25 inches (with captions) plus 0.5 for the title.
   assert saved["samples"]["conditional"]["per_class"] == 3
   grid = tf.io.decode_png(tf.io.read_file(os.path.join(
       workdir, "figures", "samples_conditional.png"))).shape
-  assert grid[:2] == (5 * 33 + 1, 6 * 33 + 1)
+  assert grid[:2] == (round((10 * 1.25 + 0.5) * 110),
+                      round((3 * 1.0 + 0.9) * 110))
 
   # The judge: Adam's learning rate as bound, and as many updates as
-  # batches of 128 in 2 epochs (64 per batch would make twice as many).
+  # batches of 128 in 2 epochs (64 per batch would make twice as many), over
+  # the training split less its last 10% (held out: the digits config has
+  # no validation split).
   judge = keras.models.load_model(os.path.join(workdir, "eval",
                                                "judge.keras"))
   assert float(judge.optimizer.learning_rate) == pytest.approx(0.002)
   n_train = sum(int(x.shape[0]) for x, _ in data.load_dataset(
       split=gin_utils.bound("train.train_split", "train"), training=False))
-  assert int(judge.optimizer.iterations) == 2 * math.ceil(n_train / 128)
+  n_held = round(0.1 * n_train)
+  assert saved["held_out"] == {"split": "the last 10% of `train`",
+                               "examples": n_held, "seen_by_model": True}
+  assert int(judge.optimizer.iterations) == 2 * math.ceil(
+      (n_train - n_held) / 128)
 
 
 def test_inception_without_local_weights_is_explained(monkeypatch, tmp_path):
@@ -192,34 +214,63 @@ def test_synthetic_ood_sets():
 def made_up_evaluation(workdir, classifies=True):
   """An evaluation dict with small, made-up numbers (no model behind it)."""
   figure = lambda name: os.path.join(workdir, "figures", name)
-  auroc = {"log_px": {"interp": 0.875, "uniform": 0.5}}
+  auroc = {"log_px": {"interp": 0.875, "uniform": 0.5},
+           "neg_grad_norm": {"interp": 0.0, "uniform": 0.75}}
+  sign = {"log_px": {"interp": 1, "uniform": 1},
+          "neg_grad_norm": {"interp": -1, "uniform": 1}}
+  oriented = {"log_px": {"interp": 0.875, "uniform": 0.5},
+              "neg_grad_norm": {"interp": 1.0, "uniform": 0.75}}
   if classifies:
     auroc["max_prob"] = {"interp": 0.25, "uniform": 1.0}
+    sign["max_prob"] = {"interp": 1, "uniform": 1}
+    oriented["max_prob"] = auroc["max_prob"]
+  held_out = {"split": "the last 10% of `train`", "examples": 144,
+              "seen_by_model": True}
   result = {
       "checkpoint": "ckpt-7", "dataset": "sklearn_digits",
-      "test_split": "test", "test_examples": 360,
-      "feature_extractor": {"name": "classifier",
-                            "description": "a made-up judge"},
+      "test_split": "test", "test_examples": 360, "held_out": held_out,
+      "feature_extractor": {"name": "classifier", "label": "judge-classifier",
+                            "description": "a made-up judge",
+                            "standard": False},
       "judge_test_accuracy": 0.95,
       "ood": {"sets": ["interp", "uniform", "cifar100"], "examples": 64,
               "auroc": auroc,
+              "orientation": {"held_out": held_out, "examples": 64,
+                              "sign": sign, "held_out_auroc": oriented,
+                              "auroc": oriented},
               "figures": {k: figure(f"ood_{k}.png") for k in auroc},
               "skipped": {"cifar100": "cifar100 is not prepared"}},
-      "samples": {"steps": 20, "num_samples": 64,
+      "samples": {"steps": 20, "num_samples": 500, "draws": 1,
+                  "feature_network": {"name": "classifier",
+                                      "label": "judge-classifier",
+                                      "description": "a made-up judge",
+                                      "standard": False},
+                  "fid_reference": {"split": "test", "examples": 360},
                   "figures": {"fresh": figure("samples_fresh.png"),
                               "buffer": figure("samples_buffer.png")},
-                  "fresh": {"inception_score": 7.123, "fid": 45.678},
-                  "buffer": {"inception_score": 6.5, "fid": 50.0},
-                  "test_set": {"inception_score": 9.25}},
+                  "fresh": {"inception_score": 7.123, "fid": 45.678,
+                            "num_samples": 500, "draws": 1,
+                            "std": {"inception_score": 0.0, "fid": 0.0}},
+                  "buffer": {"inception_score": 6.5, "fid": 50.0,
+                             "num_samples": 64, "draws": 1,
+                             "std": {"inception_score": 0.0, "fid": 0.0}},
+                  "test_set": {"inception_score": 9.25, "num_samples": 360}},
       "wall_time_s": 12.5}
   if classifies:
     result.update({
         "accuracy": 0.9325,
         "calibration": {"ece": 0.034, "num_bins": 15,
                         "figure": figure("reliability.png")},
+        "detection": {"calibration": held_out, "calibration_examples": 144,
+                      "target_fpr": 0.05, "threshold": -1.25,
+                      "calibration_tpr": 0.875, "test_fpr": 0.0625,
+                      "test_tpr": 0.9, "test_examples": 360},
         "robustness": {
             "examples": 32, "pgd_steps": 3, "pgd_step_size": "2.5·ε/steps",
-            "pgd_random_start": True, "defense": None,
+            "pgd_random_start": True, "pgd_restarts": 5,
+            "defense": {"steps": 10, "step_size": 1.0, "noise": 0.01,
+                        "duplicates": 4, "eot_samples": 8,
+                        "gradient": "straight-through (BPDA)"},
             "linf": {"undefended": {"eps": [0.0, 0.2],
                                     "accuracy": [0.9, 0.4]},
                      "SGLD defence": {"eps": [0.0, 0.2],
@@ -229,10 +280,19 @@ def made_up_evaluation(workdir, classifies=True):
         "distal": {"per_class": 2, "steps": 30, "step_size": 0.05,
                    "threshold": 0.5, "reached_threshold": 0.75,
                    "mean_steps": 12.4, "judge_agrees": 0.6,
+                   "nearest_train_distance": {
+                       "distal": {"mean": 6.5, "std": 0.25, "examples": 20},
+                       "test": {"mean": 2.125, "std": 0.5,
+                                "examples": 360}},
                    "figure": figure("distal.png")}})
     result["samples"]["conditional"] = {
-        "per_class": 3, "judge_accuracy": 0.9,
+        "per_class": 3, "judge_accuracy": 0.9, "judge_accuracy_std": 0.0,
         "figure": figure("samples_conditional.png")}
+  else:  # An IGEBM-like model: no classes; it samples, by two draws.
+    for part, fid_std in (("fresh", 2.5), ("buffer", 1.5)):
+      result["samples"][part].update(
+          draws=2, std={"inception_score": 0.125, "fid": fid_std})
+    result["samples"]["draws"] = 2
   return result
 
 
@@ -259,26 +319,76 @@ def test_report_puts_each_number_in_its_cell(tmp_path):
   render.write_report(made_up_evaluation(workdir), workdir)
   text = open(os.path.join(workdir, "report.md")).read()
   t = tables(text)
+  # Every IS/FID says its network and sample count (item 17, 22).
   assert t["model"][0]["jem"] == {
-      "accuracy": "93.25%", "IS (fresh)": "7.123", "FID (fresh)": "45.678",
-      "IS (buffer)": "6.500", "FID (buffer)": "50.000", "ECE": "3.40%"}
-  assert t["score"][0] == {"log_px": {"interp": "0.875", "uniform": "0.500"},
-                           "max_prob": {"interp": "0.250",
-                                        "uniform": "1.000"}}
+      "accuracy": "93.25%", "judge-classifier IS (fresh, n=500)": "7.123",
+      "judge-classifier FID (fresh, n=500)": "45.678",
+      "judge-classifier IS (buffer, n=64)": "6.500",
+      "judge-classifier FID (buffer, n=64)": "50.000", "ECE": "3.40%"}
+  assert "## Hybrid modelling (the quantities of the paper's Table 1, " \
+         "measured here)" in text
+  assert "the paper's Table 1)" not in text  # No claim to be its table.
+  assert ("These judge-classifier IS/FID are not comparable to the paper's"
+          in text and "they use 500 samples, not 50,000" in text)
+  assert "buffer samples: 64 drawn from the replay buffer; single draw" in text
+  # OOD: the defined sign, then the sign chosen on held-out data.
+  assert t["score"][0] == {
+      "log_px": {"interp": "0.875", "uniform": "0.500"},
+      "neg_grad_norm": {"interp": "0.000", "uniform": "0.750"},
+      "max_prob": {"interp": "0.250", "uniform": "1.000"}}
+  assert t["score, sign chosen on held-out data"][0]["neg_grad_norm"] == {
+      "interp": "↓ 1.000", "uniform": "0.750"}
+  assert "higher means in-distribution, as in the paper" in text
   assert t["linf ε"][0] == {"undefended": {"0": "90.00%", "0.2": "40.00%"},
                             "SGLD defence": {"0": "87.50%", "0.2": "62.50%"}}
   assert t["l2 ε"][0] == {"undefended": {"0": "90.00%", "1": "50.00%"}}
+  assert "5 restart(s)" in text
+  assert ("straight-through gradient (BPDA) with EOT over 8 draw(s)" in text
+          and "Gradient masking is possible" in text)
   assert "Skipped OOD set `cifar100`: cifar100 is not prepared." in text
   assert ("Noise driven to p(y = c|x) > 0.5, 2 per class" in text
           and "75.00% got there (mean 12 steps)" in text
           and "target class for 60.00%" in text)
-  assert "(3 per class, classes in order)" in text and "assigns 90.00%" in text
+  assert ("distal adversarials 6.500 ± 0.250, real test images 2.125 ± "
+          "0.500 (360 images)") in text
+  assert "one row per class" in text and "assigns 90.00%" in text
   assert "ECE 3.40% (15 equal-width bins)" in text
-  assert "IS of the test set itself: 9.250" in text
+  assert "The test set's own judge-classifier IS (n=360): 9.250" in text
+  # Detection: which split the threshold comes from, and the test rates.
+  assert ("calibrated on held-out data, the last 10% of `train` (144 "
+          "examples)") in text
+  assert "false-positive rate 6.25%, true-positive rate 90.00%" in text
+  assert "seen by the model in training" in text
   for name in ("reliability", "ood_log_px", "ood_max_prob", "robustness",
                "distal", "samples_fresh", "samples_buffer",
                "samples_conditional"):
     assert f"(figures/{name}.png)" in text  # Relative to the workdir.
+
+
+def test_report_of_a_model_without_buffer_samples(tmp_path):
+  workdir = str(tmp_path / "clf")
+  result = made_up_evaluation(workdir)
+  result["samples"]["buffer"] = {"skipped": "the model never samples"}
+  del result["samples"]["figures"]["buffer"]
+  text = render.report_markdown(result, workdir)
+  row = tables(text)["model"][0]["clf"]
+  assert row["judge-classifier IS (buffer, n=–)"] == "skipped"
+  assert "Buffer IS/FID skipped: the model never samples." in text
+  assert "buffer samples: none; single draw." in text
+  assert "samples_buffer.png" not in text
+
+
+def test_report_with_the_standard_network_says_it_is_comparable(tmp_path):
+  workdir = str(tmp_path / "jem")
+  result = made_up_evaluation(workdir)
+  result["samples"]["feature_network"] = {
+      "name": "inception_pool3", "label": "Inception-pool3",
+      "description": "the standard FID network", "standard": True}
+  result["samples"]["fresh"]["num_samples"] = 50000
+  text = render.report_markdown(result, workdir)
+  assert "Inception-pool3 IS/FID use the standard network and 50,000" in text
+  assert "Inception-pool3 FID (fresh, n=50000)" in text
+  assert "not comparable" not in text
 
 
 def test_comparison_puts_each_number_in_its_cell(tmp_path):
@@ -288,18 +398,33 @@ def test_comparison_puts_each_number_in_its_cell(tmp_path):
         "evaluation": made_up_evaluation(w, classifies)})
   text = render.compare(dirs, output=str(tmp_path / "out"))
   assert open(tmp_path / "out" / "comparison.md").read() == text
-  summary, log_px, max_prob = tables(text)["model"][:3]
-  assert summary["jem"] == {"accuracy": "93.25%", "ECE": "3.40%",
-                            "IS (fresh)": "7.123", "FID (fresh)": "45.678",
-                            "class-cond. samples judged correct": "90.00%"}
-  assert summary["igebm"]["accuracy"] == "–"
-  assert summary["igebm"]["IS (fresh)"] == "7.123"
+  summary, log_px, max_prob, neg_grad_norm = tables(text)["model"][:4]
+  assert summary["jem"] == {
+      "accuracy": "93.25%", "ECE": "3.40%",
+      "IS/FID network (n fresh / buffer)": "judge-classifier (500 / 64)",
+      "IS (fresh)": "7.123", "FID (fresh)": "45.678",
+      "IS (buffer)": "6.500", "FID (buffer)": "50.000",
+      "class-cond. samples judged correct": "90.00%",
+      "distal adversarials judged as their class": "60.00%",
+      "distal adversarials reaching the threshold": "75.00%"}
+  # No classes, no distal adversarials; two draws: mean ± std.
+  assert summary["igebm"] == {
+      "accuracy": "–", "ECE": "–",
+      "IS/FID network (n fresh / buffer)": "judge-classifier (500 / 64)",
+      "IS (fresh)": "7.123 ± 0.125", "FID (fresh)": "45.678 ± 2.500",
+      "IS (buffer)": "6.500 ± 0.125", "FID (buffer)": "50.000 ± 1.500",
+      "class-cond. samples judged correct": "–",
+      "distal adversarials judged as their class": "–",
+      "distal adversarials reaching the threshold": "–"}
   assert log_px == {"jem": {"interp": "0.875", "uniform": "0.500"},
                     "igebm": {"interp": "0.875", "uniform": "0.500"}}
   # The unconditional model has no max_prob score: dashes, not an error.
   assert max_prob == {"jem": {"interp": "0.250", "uniform": "1.000"},
                       "igebm": {"interp": "–", "uniform": "–"}}
-  assert "OOD AUROC, score max_prob:" in text
-  linf = tables(text)["model"][3]
+  # A score pointing the wrong way: as defined, and flipped on held-out data.
+  assert neg_grad_norm["igebm"] == {"interp": "0.000 (↓ 1.000)",
+                                    "uniform": "0.750"}
+  assert "OOD AUROC, score max_prob" in text
+  linf = tables(text)["model"][4]
   assert linf == {"jem (undefended)": {"ε=0": "90.00%", "ε=0.2": "40.00%"},
                   "jem (SGLD defence)": {"ε=0": "87.50%", "ε=0.2": "62.50%"}}

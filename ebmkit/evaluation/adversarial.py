@@ -10,8 +10,19 @@ def _flat_norm(t):
   return tf.sqrt(tf.reduce_sum(tf.square(t), axis=[1, 2, 3], keepdims=True))
 
 
+def _loss(logits_fn, x, y, eot_samples):
+  """Per-example cross-entropy, averaged over `eot_samples` calls of a
+  possibly random `logits_fn` (expectation over transformation)."""
+  total = 0.0
+  for _ in range(eot_samples):
+    total += tf.nn.sparse_softmax_cross_entropy_with_logits(
+        labels=tf.cast(y, tf.int32), logits=logits_fn(x))
+  return total / eot_samples
+
+
 def pgd(logits_fn, x, y, eps, norm="linf", steps=10, step_size=None,
-        random_start=True, data_range=(-1.0, 1.0), seed=0):
+        random_start=True, data_range=(-1.0, 1.0), seed=0, restarts=1,
+        eot_samples=1):
   """Projected gradient ascent on the cross-entropy within an ε-ball.
 
   Args:
@@ -26,26 +37,26 @@ def pgd(logits_fn, x, y, eps, norm="linf", steps=10, step_size=None,
     random_start: start from a uniform point of the ball (L∞) or a random
       direction at a uniform radius (L2).
     data_range: adversarial inputs are clipped to it.
-    seed: for the random start.
+    seed: for the random start (restart r uses seed + r).
+    restarts: attacks from independent random starts; each example keeps
+      the one with the highest loss (Madry et al. 2018). Without a random
+      start, restarts repeat the same attack, so 1 is used.
+    eot_samples: calls of `logits_fn` averaged in every gradient and in the
+      choice among restarts (expectation over transformation, Athalye et
+      al. 2018), for a random defence such as the SGLD refinement.
 
   Returns:
     Adversarial inputs, each within ε of its clean input in the given norm.
   """
   if norm not in ("linf", "l2"):
     raise ValueError(f"norm must be 'linf' or 'l2', got {norm!r}.")
+  if restarts < 1 or eot_samples < 1:
+    raise ValueError(f"restarts and eot_samples must be >= 1, got "
+                     f"{restarts} and {eot_samples}.")
   x = tf.convert_to_tensor(x, tf.float32)
   if eps <= 0:
     return x
   step_size = 2.5 * eps / steps if step_size is None else step_size
-  rng = tf.random.Generator.from_seed(seed)
-  delta = tf.zeros_like(x)
-  if random_start:
-    if norm == "linf":
-      delta = rng.uniform(tf.shape(x), -eps, eps)
-    else:
-      direction = rng.normal(tf.shape(x))
-      radius = eps * rng.uniform([tf.shape(x)[0], 1, 1, 1])
-      delta = direction / _flat_norm(direction) * radius
 
   def project(delta):
     if norm == "linf":
@@ -55,19 +66,40 @@ def pgd(logits_fn, x, y, eps, norm="linf", steps=10, step_size=None,
     # Stay in the data range (this only shrinks δ, so the ball still holds).
     return tf.clip_by_value(x + delta, *data_range) - x
 
-  delta = project(delta)
-  for _ in range(steps):
-    with tf.GradientTape() as tape:
-      tape.watch(delta)
-      loss = tf.reduce_sum(tf.nn.sparse_softmax_cross_entropy_with_logits(
-          labels=tf.cast(y, tf.int32), logits=logits_fn(x + delta)))
-    grad = tape.gradient(loss, delta)
-    if norm == "linf":
-      delta += step_size * tf.sign(grad)
-    else:
-      delta += step_size * grad / (_flat_norm(grad) + 1e-12)
+  def attack(restart_seed):
+    rng = tf.random.Generator.from_seed(restart_seed)
+    delta = tf.zeros_like(x)
+    if random_start:
+      if norm == "linf":
+        delta = rng.uniform(tf.shape(x), -eps, eps)
+      else:
+        direction = rng.normal(tf.shape(x))
+        radius = eps * rng.uniform([tf.shape(x)[0], 1, 1, 1])
+        delta = direction / _flat_norm(direction) * radius
     delta = project(delta)
-  return x + delta
+    for _ in range(steps):
+      with tf.GradientTape() as tape:
+        tape.watch(delta)
+        loss = tf.reduce_sum(_loss(logits_fn, x + delta, y, eot_samples))
+      grad = tape.gradient(loss, delta)
+      if norm == "linf":
+        delta += step_size * tf.sign(grad)
+      else:
+        delta += step_size * grad / (_flat_norm(grad) + 1e-12)
+      delta = project(delta)
+    return x + delta
+
+  best = attack(seed)
+  if restarts == 1 or not random_start:
+    return best
+  best_loss = _loss(logits_fn, best, y, eot_samples)
+  for r in range(1, restarts):
+    candidate = attack(seed + r)
+    loss = _loss(logits_fn, candidate, y, eot_samples)
+    better = loss > best_loss
+    best = tf.where(better[:, None, None, None], candidate, best)
+    best_loss = tf.where(better, loss, best_loss)
+  return best
 
 
 def accuracy(logits_fn, x, y, batch_size=500):

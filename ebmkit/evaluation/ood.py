@@ -63,17 +63,32 @@ def synthetic_set(name, test_images, n, seed=0):
   raise ValueError(f"Unknown synthetic OOD set {name!r}; known: {SYNTHETIC}.")
 
 
-def tfds_set(name, image_shape, n, split="test"):
-  """The first n images of a TFDS data set, resized to `image_shape`."""
-  ds, _ = data.tfds_load(name, f"{split}[:{n}]", supervised=False)
+def tfds_set(name, image_shape, n, split="test", offset=0):
+  """Images offset … offset + n of a TFDS split, resized to `image_shape`."""
+  ds, _ = data.tfds_load(name, f"{split}[{offset}:{offset + n}]",
+                         supervised=False)
   images = [example["image"].numpy() for example in ds.take(n)]
   return np.concatenate([_to_shape(im[None], image_shape) for im in images])
 
 
-def ood_set(name, test_images, n, seed=0):
+def ood_set(name, images, n, seed=0, offset=0):
+  """n images of the OOD set `name`.
+
+  Args:
+    name: a SYNTHETIC name or a TFDS data set name.
+    images: in-distribution images (interp averages them; their shape is
+      the output's).
+    n: images wanted.
+    seed: seed of the synthetic sets.
+    offset: first image taken from a TFDS set's test split (a second,
+      disjoint draw starts after the first).
+
+  Returns:
+    float32 [n, H, W, C] in [−1, 1].
+  """
   if name in SYNTHETIC:
-    return synthetic_set(name, test_images, n, seed)
-  return tfds_set(name, np.asarray(test_images).shape[1:], n)
+    return synthetic_set(name, images, n, seed)
+  return tfds_set(name, np.asarray(images).shape[1:], n, offset=offset)
 
 
 def score_batch(model, x):
