@@ -42,6 +42,8 @@ class ReplayBuffer(keras.layers.Layer):
                init_components=None, init_covariance="full", **kwargs):
     # Chains and stored samples stay float32 under a mixed-precision policy.
     kwargs.setdefault("dtype", "float32")
+    # The name `model.summary()` lists its stored samples under.
+    kwargs.setdefault("name", "replay_buffer")
     super().__init__(**kwargs)
     if size < 1:
       raise ValueError(f"ReplayBuffer.size must be >= 1, got {size}.")
@@ -113,6 +115,10 @@ class ReplayBuffer(keras.layers.Layer):
       self.init_scale = self.add_weight(
           shape=scale_shape, initializer="zeros", trainable=False,
           autocast=False, name="init_scale")
+
+  def compute_output_shape(self, sample_shape):
+    """Shape of `draw`'s chain starts (what `model.summary()` shows)."""
+    return (None,) + tuple(sample_shape)
 
   def _uniform(self, shape, dtype="float32"):
     return keras.random.uniform(shape, *self.data_range, dtype=dtype,
@@ -205,6 +211,32 @@ class ReplayBuffer(keras.layers.Layer):
     reinit = tf.reshape(reinit < self.reinit_prob,
                         [-1] + [1] * len(self.sample_shape))
     return tf.where(reinit, fresh, stored), indices
+
+  def stored(self, n, y=None):
+    """n stored samples read as they are: the evaluation's stand-in for
+    chain samples.
+
+    Draws no random numbers, re-initialises nothing and writes nothing back,
+    so it leaves the buffer and the random streams as they were.
+
+    Args:
+      n: number of samples (a Python int or scalar tensor).
+      y: optional int labels [n]; in class-conditional mode sample i comes
+        from slice y[i]. Ignored otherwise.
+
+    Returns:
+      Samples [n, *sample_shape] from evenly spaced slots (of the whole
+      buffer, or of slice y[i]).
+    """
+    if y is not None and self.class_conditional:
+      n = tf.shape(y)[0]
+      offset = tf.range(n, dtype=tf.int64) * self.slice_size // tf.cast(
+          n, tf.int64)
+      indices = tf.cast(y, tf.int64) * self.slice_size + offset
+    else:
+      n = tf.cast(n, tf.int64)
+      indices = tf.range(n) * self.size // n
+    return tf.gather(self.samples.value, indices)
 
   def write(self, indices, samples):
     """Writes `samples` back into slots `indices` (from `draw`)."""

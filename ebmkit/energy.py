@@ -49,15 +49,14 @@ class EnergyHead(keras.layers.Layer):
         "log_pyx": ops.log_softmax(logits, axis=-1),
     }
 
+  def compute_output_shape(self, input_shape):
+    batch, classes = input_shape[0], input_shape[-1]
+    return {"energy": (batch,), "class_energy": (batch, classes),
+            "log_px": (batch,), "log_pyx": (batch, classes)}
+
   def compute_output_spec(self, logits):
-    batch, classes = logits.shape[0], logits.shape[-1]
-    spec = keras.KerasTensor
-    return {
-        "energy": spec((batch,), "float32"),
-        "class_energy": spec((batch, classes), "float32"),
-        "log_px": spec((batch,), "float32"),
-        "log_pyx": spec((batch, classes), "float32"),
-    }
+    return {k: keras.KerasTensor(v, "float32")
+            for k, v in self.compute_output_shape(logits.shape).items()}
 
 
 @keras.saving.register_keras_serializable(package="ebmkit")
@@ -95,11 +94,12 @@ class ScalarEnergyHead(keras.layers.Layer):
                                   training=training)[:, 0], "float32")
     return {"energy": -score, "log_px": score}
 
+  def compute_output_shape(self, input_shape):
+    return {"energy": (input_shape[0],), "log_px": (input_shape[0],)}
+
   def compute_output_spec(self, features, training=False):
-    batch = features.shape[0]
-    spec = keras.KerasTensor
-    return {"energy": spec((batch,), "float32"),
-            "log_px": spec((batch,), "float32")}
+    return {k: keras.KerasTensor(v, "float32")
+            for k, v in self.compute_output_shape(features.shape).items()}
 
   def get_config(self):
     return {**super().get_config(), "use_bias": self.use_bias,

@@ -1,6 +1,10 @@
 """EnergyModel: any Keras backbone trained as an energy-based model (JEM)."""
 
 import keras
+# Keras' monitoring callbacks read a metric's direction only inside this
+# container (see `_Reported`); Keras exports no public name for it.
+from keras.src.trainers import compile_utils
+import numpy as np
 import tensorflow as tf
 
 from ebmkit import buffer as buffer_lib
@@ -9,6 +13,17 @@ from ebmkit import sampling
 from ebmkit import validation
 
 _TERMS = ("clf_loss", "px_loss", "pxy_loss", "l2_loss")
+
+# Which way is better, for Keras' callbacks in mode="auto" (EarlyStopping,
+# ModelCheckpoint, ReduceLROnPlateau). px_loss and pxy_loss (data-minus-
+# sample energy gaps, which training holds near 0) and the energies (levels)
+# have none: lower is not a better model, so monitoring them needs an
+# explicit mode, as Keras' error then says.
+_DIRECTIONS = {"loss": "down", "clf_loss": "down", "l2_loss": "down",
+               "accuracy": "up"}
+
+# Strings for the accuracy the model reports anyway (as "accuracy").
+_ACCURACY_NAMES = ("accuracy", "acc")
 
 # Semi-supervised batches: x is a dict of the p(x) batch (all images) and the
 # cross-entropy batch (labelled images only); y labels the latter.
@@ -27,6 +42,62 @@ def split_images(x):
           f"{', '.join(sorted(missing))}.")
     return x[IMAGES], x[LABELLED_IMAGES]
   return x, None
+
+
+class _Reported(compile_utils.MetricsList):
+  """One metric as `EnergyModel.metrics` lists it, under the metric's name.
+
+  Keras' monitoring callbacks in mode="auto" read a metric's `_direction`
+  ("up"/"down") only from metrics inside a `MetricsList` or `CompileMetrics`
+  (keras/src/callbacks/monitor_callback.py); a bare metric in `model.metrics`
+  is never looked at, so `EarlyStopping(monitor="val_accuracy")` would need
+  mode="max". Wrapped one by one, the metrics keep their own names and
+  order in `metrics_names` and in `evaluate`'s list.
+  """
+
+  def __init__(self, metric):
+    super().__init__([metric], name=metric.name)
+
+  def result(self):
+    return self.metrics[0].result()
+
+
+def _compiled_metric(identifier):
+  """A `keras.metrics.Metric` for one entry of `compile(metrics=...)`."""
+  metric = keras.metrics.get(identifier)
+  if isinstance(metric, keras.metrics.Metric):
+    return metric
+  if callable(metric):  # A function (y_true, y_pred) -> values.
+    return keras.metrics.MeanMetricWrapper(
+        metric, name=getattr(metric, "__name__", None))
+  raise ValueError(f"Unknown metric {identifier!r}.")
+
+
+def _set_untracked(model, name, value):
+  """Sets an attribute past Keras' and TensorFlow's tracking.
+
+  For state that is not the model's: compiled metrics (Keras' `compile`
+  does not track its own either, and a built model refuses new tracked
+  state) and the compiled samplers (tracked, they would be saved with the
+  model, and `tf.saved_model.save(model)` fails on their captured seed
+  states).
+  """
+  object.__setattr__(model, name, value)
+
+
+def _require_labels(y, weight):
+  if y is None:
+    raise ValueError(f"{weight} > 0 needs labels: the data set must yield "
+                     "(image, label) pairs.")
+
+
+def _example_weights(y, sample_weight=None):
+  """Per-example weights of the cross-entropy and the classifier metrics:
+  0 for unlabelled examples (label < 0), else `sample_weight` (default 1)."""
+  weights = tf.cast(tf.cast(y, tf.int32) >= 0, tf.float32)
+  if sample_weight is not None:
+    weights *= tf.reshape(tf.cast(sample_weight, tf.float32), [-1])
+  return weights
 
 
 def has_batch_norm(layer):
@@ -132,12 +203,18 @@ class EnergyModel(keras.Model):
     self._trackers = {}
     for name in tracked:
       if name == "accuracy":
-        self._trackers[name] = keras.metrics.SparseCategoricalAccuracy(name)
+        metric = keras.metrics.SparseCategoricalAccuracy(name)
       else:
-        self._trackers[name] = keras.metrics.Mean(name)
-    # Compiled samplers for `sample`, by "<conditional>-<xla>" (string keys:
-    # Keras tracks this dict, and export walks it).
-    self._samplers = {}
+        metric = keras.metrics.Mean(name)
+        if name in _DIRECTIONS:
+          metric._direction = _DIRECTIONS[name]  # pylint: disable=protected-access
+      self._trackers[name] = metric
+    self._reported = {name: _Reported(m) for name, m in self._trackers.items()}
+    # Metrics from `compile(metrics=..., weighted_metrics=...)`: (the metric
+    # wrapped as `_Reported`, whether it reads sample_weight).
+    _set_untracked(self, "_extra_metrics", [])
+    # Compiled samplers for `sample`, by (conditional, xla).
+    _set_untracked(self, "_samplers", {})
 
   # -- structure -------------------------------------------------------------
 
@@ -165,7 +242,100 @@ class EnergyModel(keras.Model):
 
   @property
   def metrics(self):
-    return list(self._trackers.values())
+    """The metrics `fit` and `evaluate` report, in `metrics_names` order:
+    loss, each loss term with a weight, accuracy, the compiled metrics,
+    energy_data, energy_samples."""
+    names = [n for n in self._trackers
+             if n != "l2_loss" or self.l2_weight]  # See __init__.
+    extra = [reported for reported, _ in self._extra_metrics]
+    at = names.index("energy_data")
+    return ([self._reported[n] for n in names[:at]] + extra
+            + [self._reported[n] for n in names[at:]])
+
+  # -- Keras API -------------------------------------------------------------
+
+  def compile(self, optimizer="rmsprop", loss=None, loss_weights=None,
+              metrics=None, weighted_metrics=None, **kwargs):
+    """Configures training, as `keras.Model.compile`, except for the loss.
+
+    The loss is the model's own (the class docstring's L), set by
+    clf_weight, px_weight, pxy_weight and l2_weight, so `loss` and
+    `loss_weights` are refused. `metrics` and `weighted_metrics` (names,
+    functions or `keras.metrics.Metric`s) are computed on the classifier,
+    with y_true the integer labels and y_pred p(y|x) = softmax f(x)
+    (probabilities, which Keras' metrics assume unless told
+    `from_logits=True`); unlabelled examples (label < 0) do not count, and
+    `weighted_metrics` also read `sample_weight`. `fit` and `evaluate`
+    report them after `accuracy`, which the model reports anyway ("accuracy"
+    in `metrics` adds nothing). Other arguments are Keras'.
+
+    Raises:
+      ValueError: for a `loss` or `loss_weights`, metrics on a model without
+        classes, or a metric named like one the model reports.
+    """
+    if loss is not None or loss_weights is not None:
+      raise ValueError(
+          "EnergyModel computes its own loss (the weighted sum of its "
+          "cross-entropy, p(x), p(x|y) and L2 terms), so compile(loss=...) "
+          "would be ignored. Set the terms' weights with the EnergyModel "
+          "arguments clf_weight, px_weight, pxy_weight and l2_weight, and "
+          "leave loss and loss_weights out of compile().")
+    extra = []
+    for weighted, identifiers in ((False, metrics), (True, weighted_metrics)):
+      if identifiers is None:
+        continue
+      if not isinstance(identifiers, (list, tuple)):
+        raise ValueError(
+            f"EnergyModel.compile takes metrics as a list (the model has one "
+            f"classifier output), got {identifiers!r}.")
+      if identifiers and not self.classifies:
+        raise ValueError(
+            "compile(metrics=...) are computed on class predictions, but "
+            "this model has a ScalarEnergyHead (an unconditional EBM, no "
+            "classes).")
+      extra += [(_compiled_metric(i), weighted) for i in identifiers
+                if not (isinstance(i, str) and i in _ACCURACY_NAMES)]
+    names = list(self._trackers) + [m.name for m, _ in extra]
+    repeated = sorted({n for n in names if names.count(n) > 1})
+    if repeated:
+      raise ValueError(
+          f"EnergyModel.compile: metric names must be unique, and "
+          f"{', '.join(repeated)} is already reported (the model reports "
+          f"{', '.join(self._trackers)}); give the metric another `name`.")
+    super().compile(optimizer=optimizer, metrics=metrics,
+                    weighted_metrics=weighted_metrics, **kwargs)
+    # Keras' own CompileMetrics would read the model's dict output; the train
+    # and test steps update the metrics above instead. The compile config
+    # still holds them, so a .keras file recompiles with them.
+    self._compile_metrics = None
+    _set_untracked(self, "_extra_metrics",
+                   [(_Reported(m), w) for m, w in extra])
+
+  def compile_from_config(self, config):
+    """Compiles as `get_compile_config()` (a .keras file) says, through this
+    model's own `compile` (Keras skips a custom `compile` otherwise)."""
+    self.compile(**keras.saving.deserialize_keras_object(config))
+    if self.built:
+      self.optimizer.build(self.trainable_variables)
+
+  def summary(self, line_length=None, positions=None, print_fn=None,
+              expand_nested=False, show_trainable=False, layer_range=None):
+    """`keras.Model.summary`, plus a line on the replay buffer's share of
+    the non-trainable parameters (its stored samples are model state, not
+    weights a step trains)."""
+    super().summary(line_length=line_length, positions=positions,
+                    print_fn=print_fn, expand_nested=expand_nested,
+                    show_trainable=show_trainable, layer_range=layer_range)
+    buf = self.replay_buffer
+    if not buf.built:
+      return
+    stored = int(np.prod(buf.samples.shape))
+    line = (f" of which replay buffer ({buf.name!r}): {buf.size:,} samples × "
+            f"{tuple(buf.sample_shape)} = {stored:,} values")
+    rest = buf.count_params() - stored
+    if rest:
+      line += f", plus {rest:,} of its informative initialisation"
+    (print_fn or print)(line)
 
   def build(self, input_shape):
     if isinstance(input_shape, dict):  # A semi-supervised batch.
@@ -215,10 +385,19 @@ class EnergyModel(keras.Model):
     return self.head(self._backbone(x, training=training))["energy"]
 
   def class_energy(self, x, y, training=False):
-    """E(x, y) = -f(x)[y] for int labels y [batch]."""
+    """E(x, y) = -f(x)[y] for int labels y [batch]; a label < 0 (unlabelled,
+    as in training batches) gives E(x) instead."""
     self._require_classes("class_energy")
     logits = self._backbone(x, training=training)
-    return energy_lib.class_energy_from_logits(logits, y)
+    y = tf.cast(y, tf.int32)
+    # A select, not a tf.cond: a cond inside SGLD's while loop and gradient
+    # tape makes TensorFlow log "Type inference failed ... invalid graph"
+    # when the graph runs (the SavedModel's `sample` picked E(x) or E(x, y)
+    # by class_id so).
+    return tf.where(
+        y >= 0,
+        energy_lib.class_energy_from_logits(logits, tf.maximum(y, 0)),
+        energy_lib.energy_from_logits(logits))
 
   def _require_classes(self, what):
     if not self.classifies:
@@ -257,7 +436,7 @@ class EnergyModel(keras.Model):
     else:
       starts = buf.fresh(num_samples, y)
     jit_compile = sampling.resolve_jit_compile(jit_compile)
-    key = f"{'conditional' if conditional else 'marginal'}-{jit_compile}"
+    key = (conditional, jit_compile)
     if key not in self._samplers:
       if conditional:
         energy_fn = lambda v, labels: sampling.chain_energy(self, labels)(v)
@@ -295,16 +474,50 @@ class EnergyModel(keras.Model):
     with tf.control_dependencies(checks):
       return tf.identity(x)
 
-  def _forward(self, parts):
+  def _forward(self, parts, training=True):
     """Backbone outputs of each part: one pass over their concatenation, or
     one pass per part (`separate_passes`)."""
     if self.passes_apart or len(parts) == 1:
-      return [self._backbone(p, training=True) for p in parts]
+      return [self._backbone(p, training=training) for p in parts]
     sizes = tf.stack([tf.shape(p)[0] for p in parts])
-    return tf.split(self._backbone(tf.concat(parts, 0), training=True), sizes)
+    return tf.split(self._backbone(tf.concat(parts, 0), training=training),
+                    sizes)
+
+  def _objective(self, x, x_labelled, y, sample_weight, chains, training):
+    """(loss, its terms, classifier logits, E(x̂)) of a batch and its chains'
+    samples `chains`, a list of (name, samples, labels or None)."""
+    # The reference's order of forward passes: data, p(x) samples, the
+    # labelled batch, p(x|y) samples (it matters to batch-norm averages).
+    parts = [("data", x)] + [(c[0], c[1]) for c in chains if c[0] == "px"]
+    if x_labelled is not None:
+      parts.append(("labelled", x_labelled))
+    parts += [(c[0], c[1]) for c in chains if c[0] == "pxy"]
+    outs = self._forward([p for _, p in parts], training)
+    # One head call over every part (a spectral-normalised head then
+    # updates once per step).
+    sizes = tf.stack([tf.shape(o)[0] for o in outs])
+    energies = tf.split(self.head(tf.concat(outs, 0), training=training)[
+        "energy"], sizes)
+    named = {name: (out, e) for (name, _), out, e in zip(parts, outs,
+                                                        energies)}
+    terms, clf_out, energy_samples = self._loss_terms(named, y, chains,
+                                                      sample_weight)
+    loss = tf.add_n([w * terms[t] for t, w in zip(_TERMS, self._term_weights)
+                     if w])
+    return loss, terms, clf_out, energy_samples
 
   def train_step(self, data):
-    x, y, _ = keras.utils.unpack_x_y_sample_weight(data)
+    """One training step: SGLD from the replay buffer, then a gradient step
+    on the class docstring's L.
+
+    `sample_weight` (or Keras' `class_weight`, which becomes it) weights each
+    labelled example's cross-entropy, summed over the number of labelled
+    examples (Keras' "sum_over_batch_size"), and its accuracy (a weighted
+    mean); in a semi-supervised batch it goes with the labelled images, as
+    y does. The energy terms compare the data with the samples as wholes and
+    are not weighted.
+    """
+    x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
     x, x_labelled = split_images(x)
     self._build_for(x)
     x = self._check_batch(x, y if x_labelled is None else None)
@@ -321,9 +534,7 @@ class EnergyModel(keras.Model):
       self.replay_buffer.write(slots, samples)
       chains.append(("px", samples, None))
     if self.pxy_weight:
-      if y is None:
-        raise ValueError("pxy_weight > 0 needs labels: the data set must "
-                         "yield (image, label) pairs.")
+      _require_labels(y, "pxy_weight")
       # Unlabelled examples (label < 0) get a class drawn from p(y).
       labels = tf.cast(y, tf.int32)
       labels = tf.where(labels >= 0, labels,
@@ -332,38 +543,56 @@ class EnergyModel(keras.Model):
       samples = sampling.run_chain(self, starts, labels)
       self.replay_buffer.write(slots, samples)
       chains.append(("pxy", samples, labels))
-
-    # The reference's order of forward passes: data, p(x) samples, the
-    # labelled batch, p(x|y) samples (it matters to batch-norm averages).
-    parts = [("data", x)] + [(c[0], c[1]) for c in chains if c[0] == "px"]
-    if x_labelled is not None:
-      parts.append(("labelled", x_labelled))
-    parts += [(c[0], c[1]) for c in chains if c[0] == "pxy"]
     with tf.GradientTape() as tape:
-      outs = self._forward([p for _, p in parts])
-      # One head call over every part (a spectral-normalised head then
-      # updates once per step).
-      sizes = tf.stack([tf.shape(o)[0] for o in outs])
-      energies = tf.split(self.head(tf.concat(outs, 0), training=True)[
-          "energy"], sizes)
-      named = {name: (out, e) for (name, _), out, e in zip(parts, outs,
-                                                          energies)}
-      terms, clf_out, energy_samples = self._loss_terms(named, y, chains)
-      loss = tf.add_n([w * terms[t] for t, w in zip(_TERMS, self._term_weights)
-                       if w])
+      loss, terms, clf_out, energy_samples = self._objective(
+          x, x_labelled, y, sample_weight, chains, training=True)
     variables = self.trainable_variables
     grads = tape.gradient(loss, variables)
     self.optimizer.apply(grads, variables)
-    return self._update_metrics(loss, terms, clf_out, y, energy_samples)
+    return self._update_metrics(loss, terms, clf_out, y, energy_samples,
+                                sample_weight)
 
-  def _loss_terms(self, named, y, chains):
+  def test_step(self, data):
+    """One evaluation batch: the training's metrics, without running SGLD.
+
+    Every metric has its training name and meaning (`loss` the weighted sum
+    of the terms, `sample_weight` as in `train_step`), so val_loss compares
+    with loss. Only x̂, the samples of the p(x) and p(x|y) terms, differ:
+    they are the replay buffer's stored samples, read as they are
+    (`ReplayBuffer.stored`: evenly spaced slots, slice y for p(x|y) chains
+    of a class-conditional buffer) instead of chains run on from them. The
+    stored samples are the ends of the latest chains, so px_loss, pxy_loss,
+    l2_loss and energy_samples are a cheap, sampling-free estimate of the
+    training's; evaluating draws no random numbers and leaves the buffer as
+    it is. Unlabelled examples (label < 0) get classes 0, 1, ..., K-1 in
+    turn for the p(x|y) term (training draws them from p(y)).
+    """
+    x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
+    x, x_labelled = split_images(x)
+    self._build_for(x)
+    x_clf = x if x_labelled is None else x_labelled
+    chains = []
+    if self.px_weight:
+      chains.append(("px", self.replay_buffer.stored(tf.shape(x)[0]), None))
+    if self.pxy_weight:
+      _require_labels(y, "pxy_weight")
+      n = tf.shape(x_clf)[0]
+      labels = tf.cast(y, tf.int32)
+      labels = tf.where(labels >= 0, labels, tf.range(n) % self.num_classes)
+      chains.append(("pxy", self.replay_buffer.stored(n, labels), labels))
+    loss, terms, clf_out, energy_samples = self._objective(
+        x, x_labelled, y, sample_weight, chains, training=False)
+    return self._update_metrics(loss, terms, clf_out, y, energy_samples,
+                                sample_weight)
+
+  def _loss_terms(self, named, y, chains, sample_weight=None):
     """Each term of the loss from the parts' (backbone output, energy)."""
     data_out, e_data = named["data"]
     clf_out = named["labelled"][0] if "labelled" in named else data_out
     terms = {"energy_data": tf.reduce_mean(e_data)}
     energy_samples = None
     if self.clf_weight:
-      terms["clf_loss"] = self._cross_entropy(clf_out, y)
+      terms["clf_loss"] = self._cross_entropy(clf_out, y, sample_weight)
     for name, _, labels in chains:
       sample_out, e_marginal = named[name]
       if name == "px":
@@ -389,49 +618,39 @@ class EnergyModel(keras.Model):
     return keras.random.randint((n,), 0, self.num_classes,
                                 seed=self.seed_generator)
 
-  def _cross_entropy(self, logits, y):
-    if y is None:
-      raise ValueError("clf_weight > 0 needs labels: the data set must yield "
-                       "(image, label) pairs.")
+  def _cross_entropy(self, logits, y, sample_weight=None):
+    _require_labels(y, "clf_weight")
     # Labels < 0 mark unlabelled examples (semi-supervised training): they
     # count in the energy terms but not in the cross-entropy.
-    y = tf.cast(y, tf.int32)
-    labelled = tf.cast(y >= 0, logits.dtype)
+    labelled = _example_weights(y)
     ce = keras.losses.sparse_categorical_crossentropy(
-        tf.maximum(y, 0), logits, from_logits=True)
-    return tf.reduce_sum(ce * labelled) / tf.maximum(tf.reduce_sum(labelled),
-                                                     1.0)
+        tf.maximum(tf.cast(y, tf.int32), 0), logits, from_logits=True)
+    weights = _example_weights(y, sample_weight)
+    return tf.reduce_sum(ce * weights) / tf.maximum(tf.reduce_sum(labelled),
+                                                    1.0)
 
-  def _update_metrics(self, loss, terms, logits, y, energy_samples):
+  def _update_metrics(self, loss, terms, logits, y, energy_samples,
+                      sample_weight=None):
     t = self._trackers
     t["loss"].update_state(loss)
     for name in _TERMS:
       if name in t and name in terms:
         t[name].update_state(terms[name])
-    if "accuracy" in t and y is not None:
-      t["accuracy"].update_state(y, logits, sample_weight=tf.cast(
-          tf.cast(y, tf.int32) >= 0, logits.dtype))
+    if self.classifies and y is not None:
+      labels = tf.maximum(tf.cast(y, tf.int32), 0)
+      weights = _example_weights(y, sample_weight)
+      t["accuracy"].update_state(labels, logits, sample_weight=weights)
+      if self._extra_metrics:
+        probabilities = tf.nn.softmax(logits)
+        labelled = _example_weights(y)
+        for reported, weighted in self._extra_metrics:
+          reported.metrics[0].update_state(
+              labels, probabilities,
+              sample_weight=weights if weighted else labelled)
     t["energy_data"].update_state(terms["energy_data"])
     if "energy_samples" in t and energy_samples is not None:
       t["energy_samples"].update_state(tf.reduce_mean(energy_samples))
-    return {name: m.result() for name, m in t.items()
-            if (name != "energy_samples" or energy_samples is not None)
-            and (name != "l2_loss" or self.l2_weight)}
-
-  def test_step(self, data):
-    x, y, _ = keras.utils.unpack_x_y_sample_weight(data)
-    x, x_labelled = split_images(x)
-    x = x if x_labelled is None else x_labelled  # y labels the labelled.
-    self._build_for(x)
-    out = self._backbone(x, training=False)
-    terms = {"energy_data": tf.reduce_mean(self.head(out)["energy"])}
-    loss = tf.constant(0.0)
-    if self.classifies and y is not None:
-      terms["clf_loss"] = self._cross_entropy(out, y)
-      loss = terms["clf_loss"]
-    results = self._update_metrics(loss, terms, out, y, None)
-    return {k: v for k, v in results.items() if k in terms or k in
-            ("loss", "accuracy")}
+    return {m.name: m.result() for m in self.metrics}
 
   # -- serialization ---------------------------------------------------------
 

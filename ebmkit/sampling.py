@@ -91,6 +91,10 @@ class LangevinSampler(keras.layers.Layer):
                          (tf.constant(0, tf.int32), x))
     return tf.stop_gradient(x)
 
+  def compute_output_shape(self, input_shape):
+    """The chains' final points have the starts' shape."""
+    return tuple(input_shape)
+
   def compute_output_spec(self, x, energy_fn=None, steps=None):
     return keras.KerasTensor(x.shape, x.dtype)
 
@@ -120,8 +124,9 @@ def resolve_jit_compile(jit_compile):
 
 def chain_energy(model, y=None):
   """The energy a chain on `model` descends: E(x), or E(x, y) for int labels
-  `y` [batch] (class-conditional chains). The one place chains pick their
-  energy, for training, sampling after training, serving and evaluation."""
+  `y` [batch] (class-conditional chains; a label < 0 descends E(x)). The one
+  place chains pick their energy, for training, sampling after training,
+  serving and evaluation."""
   if y is None:
     return lambda v: model.energy(v)
   return lambda v: model.class_energy(v, y)

@@ -147,15 +147,10 @@ def export(model, export_dir, detection=None, data_range=None,
       # Fresh chains start where the model's own fresh chains do (U(low,
       # high), or the informative initialisation).
       starts = model.replay_buffer.fresh(num_samples)
-    energy_fn = sampling.chain_energy(model)
-    if classifies:
-      labels = tf.fill([num_samples], tf.maximum(class_id, 0))
-      conditional = sampling.chain_energy(model, labels)
-      marginal = energy_fn
-      energy_fn = lambda v: tf.cond(class_id >= 0, lambda: conditional(v),
-                                    lambda: marginal(v))
-    return {"samples": model.sampler(starts, energy_fn=energy_fn,
-                                     steps=steps)}
+    # class_id −1 is a label < 0: E(x) (see `EnergyModel.class_energy`).
+    labels = tf.fill([num_samples], class_id) if classifies else None
+    return {"samples": model.sampler(
+        starts, energy_fn=sampling.chain_energy(model, labels), steps=steps)}
   scalar = lambda name: tf.TensorSpec([], tf.int32, name=name)
   add("sample", sample, [scalar("num_samples"), scalar("steps"),
                          scalar("class_id")])
