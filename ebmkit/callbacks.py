@@ -126,7 +126,7 @@ class SampleGrid(keras.callbacks.Callback):
     grid = buffer_grid(self.model, self.num_images)
     images.save_png(os.path.join(self.folder, f"buffer_epoch_{epoch + 1:04d}.png"),
                     grid)
-    images.save_png(os.path.join(self.folder, "buffer_latest.png"), grid)
+    images.save_png(os.path.join(self.folder, workdir_lib.LATEST_GRID), grid)
     if self.writer is not None:
       with self.writer.as_default():
         tf.summary.image("samples/buffer", grid[None],

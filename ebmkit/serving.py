@@ -201,7 +201,7 @@ def export(model, export_dir, detection=None, data_range=None,
           "data_range": list(data_range), "detection": detection,
           "max_sample_count": int(max_sample_count),
           "max_sample_steps": int(max_sample_steps)}
-  with open(os.path.join(export_dir, "ebmkit_export.json"), "w") as f:
+  with open(os.path.join(export_dir, workdir_lib.EXPORT_META), "w") as f:
     json.dump(meta, f, indent=2)
   if detection is not None:
     workdir_lib.write_json(os.path.join(export_dir, workdir_lib.DETECTION),
@@ -237,5 +237,5 @@ def export_workdir(workdir, export_dir, detection_fpr=0.05,
     detection["calibration_split"] = split
   export(model, export_dir, detection=detection,
          max_sample_count=max_sample_count)
-  with open(os.path.join(export_dir, "ebmkit_export.json")) as f:
+  with open(os.path.join(export_dir, workdir_lib.EXPORT_META)) as f:
     return json.load(f)

@@ -357,7 +357,7 @@ def _train(workdir, train_split, test_split, validation_split, epochs,
       "test": test_metrics,
       "learning_rate": recovery_lib.learning_rate(model.optimizer),
       "sample_grid": workdir_lib.path(workdir, workdir_lib.SAMPLES,
-                                      "buffer_latest.png"),
+                                      workdir_lib.LATEST_GRID),
       "runs": runs,
       "wall_time_s": round(sum(r["wall_time_s"] for r in runs), 1),
   })

@@ -31,6 +31,7 @@ OPERATIVE_CONFIG = "operative_config.gin"
 RESULTS = "results.json"
 RECOVERIES = "recoveries.json"
 SAMPLES = "samples"
+LATEST_GRID = "buffer_latest.png"  # In samples/: the newest buffer grid.
 TENSORBOARD = "tensorboard"
 REPORT = "report.md"
 FIGURES = "figures"
@@ -38,6 +39,7 @@ EVAL = "eval"
 JUDGE = "judge.keras"  # In EVAL.
 DETECTION = "detection.json"  # In the export folder.
 EXPORT = "export"
+EXPORT_META = "ebmkit_export.json"  # In an export folder.
 CONVERSION = "conversion.json"
 VERIFIED = "verified.json"  # In checkpoints/: which checkpoints were seen
                             # to give a finite, in-bound training step.

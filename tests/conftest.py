@@ -5,8 +5,11 @@ import tempfile
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 # Tests prepare data sets in a folder of their own, never the user's.
-os.environ["TFDS_DATA_DIR"] = os.path.join(tempfile.gettempdir(),
-                                           "ebmkit_test_tfds")
+# One folder per pytest-xdist worker: two workers preparing the same data set
+# at once would write over each other.
+os.environ["TFDS_DATA_DIR"] = os.path.join(
+    tempfile.gettempdir(),
+    "ebmkit_test_tfds_" + os.environ.get("PYTEST_XDIST_WORKER", "main"))
 
 import gin  # pylint: disable=g-import-not-at-top
 import pytest  # pylint: disable=g-import-not-at-top
