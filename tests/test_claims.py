@@ -1,0 +1,50 @@
+"""tools/claims.py: the verdict rule and the metrics it reads, by hand."""
+
+import os
+import sys
+
+import pytest
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(
+    os.path.abspath(__file__))), "tools"))
+import claims  # pylint: disable=g-import-not-at-top,wrong-import-position
+
+sys.path.pop(0)
+
+
+@pytest.mark.parametrize("a, b, direction, expected", [
+    # diff 0.1, se = sqrt(2·0.01²/3) = 0.0082: 0.1 > 2·se.
+    ((0.9, 0.01), (0.8, 0.01), +1, "holds"),
+    ((0.8, 0.01), (0.9, 0.01), +1, "does not hold"),
+    ((0.9, 0.01), (0.8, 0.01), -1, "does not hold"),
+    # diff 0.01 < 2·sqrt(2·0.01²/3) = 0.0163.
+    ((0.81, 0.01), (0.80, 0.01), +1, "not resolved by the spread"),
+])
+def test_verdict_is_the_two_standard_error_rule(a, b, direction, expected):
+  stat = lambda m, sd: {"mean": m, "sd": sd, "n": 3}
+  assert claims.verdict(stat(*a), stat(*b), direction) == expected
+
+
+def test_single_seeds_and_missing_values_are_not_verdicts():
+  one = {"mean": 0.9, "sd": 0.0, "n": 1}
+  assert claims.verdict(one, one, +1).startswith("single seed")
+  assert claims.verdict(None, one, +1) == "not measured"
+  assert claims._stats([0.8, None, 1.0]) == {"mean": 0.9, "sd": pytest.approx(
+      0.1414213, rel=1e-5), "n": 2}
+
+
+def test_metrics_reads_the_evaluation_it_names():
+  evaluation = {
+      "accuracy": 0.99, "calibration": {"ece": 0.05},
+      "ood": {"auroc": {"log_px": {"interp": 0.8, "uniform": 1.0}}},
+      "robustness": {"linf": {
+          "undefended": {"eps": [0.0, 0.2, 0.3], "accuracy": [0.99, 0.7, 0.4]},
+          "SGLD defence": {"eps": [0.0, 0.2, 0.3],
+                           "accuracy": [0.95, 0.8, 0.6]}}},
+      "distal": {"nearest_train_distance": {"distal": {"mean": 6.5}}},
+      "samples": {"conditional": {"judge_accuracy": 1.0}}}
+  got = claims.metrics(evaluation)
+  assert got["accuracy"] == 0.99 and got["ece"] == 0.05
+  assert got["ood_log_px_interp"] == 0.8 and got["ood_log_px_photos"] is None
+  assert got["pgd_linf_0.2"] == 0.7 and got["pgd_linf_0.3_defended"] == 0.6
+  assert got["distal_distance"] == 6.5 and got["conditional_judged"] == 1.0
