@@ -79,15 +79,14 @@ class DivergenceGuard(keras.callbacks.Callback):
     return self.reason is None
 
 
-_schedule = schedules.schedule_of
-learning_rate = schedules.current_learning_rate
+learning_rate = schedules.current_learning_rate  # Callers read it here.
 
 
 def base_learning_rate(optimizer):
   """The configured learning rate: the constant rate, or a schedule's base
   `learning_rate`; None for a schedule without one (it cannot be scaled).
   Read it before restoring a checkpoint, which holds a constant rate too."""
-  schedule = _schedule(optimizer)
+  schedule = schedules.schedule_of(optimizer)
   if schedule is None:
     return learning_rate(optimizer)
   base = getattr(schedule, "learning_rate", None)
@@ -103,7 +102,7 @@ def set_learning_rate(optimizer, base, scale):
     TrainingDivergedError: `scale` != 1 on a schedule without a base
       `learning_rate` (e.g. PiecewiseConstantDecay).
   """
-  schedule = _schedule(optimizer)
+  schedule = schedules.schedule_of(optimizer)
   if schedule is None:
     optimizer.learning_rate = base * scale
   elif base is not None:
