@@ -428,3 +428,53 @@ def test_comparison_puts_each_number_in_its_cell(tmp_path):
   linf = tables(text)["model"][4]
   assert linf == {"jem (undefended)": {"ε=0": "90.00%", "ε=0.2": "40.00%"},
                   "jem (SGLD defence)": {"ε=0": "87.50%", "ε=0.2": "62.50%"}}
+
+
+def test_over_draws_reports_mean_and_std_by_hand():
+  from ebmkit.evaluation import common  # pylint: disable=g-import-not-at-top
+  calls = []
+
+  def part(scale, seed=0):
+    calls.append(seed)
+    return {"a": scale * seed, "curve": [float(seed), 2.0], "examples": 7,
+            "figure": f"fig{seed}.png", "nested": {"x": seed / 1000.0}}
+
+  out = common.over_draws(part, 3, 5, 1.0)
+  assert calls == [5, 1005, 2005]
+  # Mean of 5, 1005, 2005 is 1005; the population std is 1000·√(2/3).
+  assert out["a"] == pytest.approx(1005.0)
+  assert out["std"]["a"] == pytest.approx(1000 * math.sqrt(2 / 3))
+  assert out["curve"] == pytest.approx([1005.0, 2.0])
+  assert out["std"]["curve"] == pytest.approx([1000 * math.sqrt(2 / 3), 0])
+  assert out["std"]["nested"]["x"] == pytest.approx(math.sqrt(2 / 3))
+  assert out["examples"] == 7 and out["figure"] == "fig5.png"
+  assert out["draws"] == 3 and out["seeds"] == [5, 1005, 2005]
+  single = common.over_draws(part, 1, 5, 2.0)
+  assert single["a"] == 10.0 and "std" not in single
+  assert single["draws"] == 1 and single["seeds"] == [5]
+  with pytest.raises(ValueError, match="evaluate.draws must be at least 1"):
+    common.over_draws(part, 0, 5, 1.0)
+
+
+def test_report_gives_spread_over_draws_or_says_single_draw(tmp_path):
+  workdir = str(tmp_path / "jem")
+  result = made_up_evaluation(workdir)
+  text = render.report_markdown(result, workdir)
+  # No draws recorded: each random part says it is a single draw.
+  assert text.count("Single draw") == 3
+  for part in ("ood", "robustness", "distal"):
+    result[part]["draws"], result[part]["seeds"] = 2, [0, 1000]
+  result["ood"]["std"] = {"auroc": {"log_px": {"interp": 0.0125}}}
+  result["robustness"]["std"] = {"linf": {"undefended": {
+      "accuracy": [0.0, 0.05]}}}
+  result["distal"]["std"] = {"reached_threshold": 0.125}
+  text = render.report_markdown(result, workdir)
+  t = tables(text)
+  assert t["score"][0]["log_px"]["interp"] == "0.875 ± 0.013"
+  assert t["score"][0]["log_px"]["uniform"] == "0.500"  # No std: as is.
+  assert t["linf ε"][0]["undefended"] == {"0": "90.00% ± 0.00%",
+                                          "0.2": "40.00% ± 5.00%"}
+  assert "75.00% ± 12.50% got there" in text
+  assert text.count("Mean ± standard deviation over 2 independent draws "
+                    "(seeds 0, 1000).") == 3
+  assert "Single draw" not in text

@@ -30,6 +30,12 @@ RANKS = {
     "ebmkit.evaluation.ood": 4, "ebmkit.evaluation.adversarial": 4,
     # Markdown of evaluation dicts (asks only the workdir), below evaluate.
     "ebmkit.evaluation.render": 4,
+    # What the evaluation's parts share, then the parts (one module each).
+    "ebmkit.evaluation.common": 4.5,
+    "ebmkit.evaluation.classification": 4.7,
+    "ebmkit.evaluation.ood_detection": 4.7,
+    "ebmkit.evaluation.robustness": 4.7,
+    "ebmkit.evaluation.sample_quality": 4.7,
     # Training, evaluation, serving, conversion.
     "ebmkit.train": 5, "ebmkit.serving": 5, "ebmkit.convert": 5,
     "ebmkit.evaluation.evaluate": 5,

@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from ebmkit.evaluation import adversarial, evaluate, judge, metrics, plots
+from ebmkit.evaluation import adversarial, classification, common, judge
+from ebmkit.evaluation import metrics, plots, robustness, sample_quality
 
 
 def bars(container):
@@ -127,7 +128,7 @@ def test_distal_figure_has_a_row_per_class_after_a_real_image(
   fixed_judge = judge.Extractor(
       "classifier", lambda v: [tf.one_hot(tf.fill([tf.shape(v)[0]], 3), 10),
                                tf.zeros([tf.shape(v)[0], 2])], "d")
-  out = evaluate.distal(model, fixed_judge, (8, 8, 1), 10, str(tmp_path),
+  out = robustness.distal(model, fixed_judge, (8, 8, 1), 10, str(tmp_path),
                         per_class=2, steps=3, x_train=x[50:], x_test=x[:50],
                         y_test=y[:50], names=names)
   drawn, = capture.calls
@@ -189,7 +190,7 @@ def stub_extractor(label="judge-classifier"):
 def test_buffer_samples_report_the_count_used(tmp_path, monkeypatch):
   monkeypatch.setattr(plots, "image_table", Capture())
   x_test = np.random.default_rng(1).uniform(-1, 1, (40, 8, 8, 1))
-  out = evaluate.samples(StubModel(True, buffer_size=64), stub_extractor(),
+  out = sample_quality.samples(StubModel(True, buffer_size=64), stub_extractor(),
                          stub_extractor(), x_test, 10, str(tmp_path),
                          steps=2, num_samples=100, conditional_per_class=1)
   assert out["fresh"]["num_samples"] == 100
@@ -207,7 +208,7 @@ def test_models_that_never_sample_skip_buffer_is_fid(tmp_path, monkeypatch):
   capture = Capture()
   monkeypatch.setattr(plots, "image_table", capture)
   x_test = np.random.default_rng(1).uniform(-1, 1, (40, 8, 8, 1))
-  out = evaluate.samples(StubModel(False), stub_extractor(), stub_extractor(),
+  out = sample_quality.samples(StubModel(False), stub_extractor(), stub_extractor(),
                          x_test, 10, str(tmp_path), steps=2, num_samples=50,
                          conditional_per_class=2, draws=3,
                          names=[f"n{c}" for c in range(10)])
@@ -224,8 +225,8 @@ def test_models_that_never_sample_skip_buffer_is_fid(tmp_path, monkeypatch):
 
 
 def test_default_num_samples():
-  assert evaluate.default_num_samples((8, 8, 1)) == 500
-  assert evaluate.default_num_samples((32, 32, 3)) == 50000
+  assert common.default_num_samples((8, 8, 1)) == 500
+  assert common.default_num_samples((32, 32, 3)) == 50000
 
 
 # -- the standard FID network from a local file --------------------------------
@@ -260,7 +261,7 @@ def test_frozen_ttur_graph_gives_pool3_features_and_softmax(tmp_path):
   path = str(tmp_path / "classify_image_graph_def.pb")
   weights = np.array([[1.0, 0.0], [0.0, 0.0], [0.0, 0.0]])
   write_ttur_like_graph(path, weights)
-  extractor = evaluate.select_extractor(None, (8, 8, 1), "auto",
+  extractor = common.select_extractor(None, (8, 8, 1), "auto",
                                         fid_network_path=path)
   assert extractor.standard and extractor.label == "Inception-pool3"
   x = np.stack([np.full((8, 8, 1), -1.0), np.full((8, 8, 1), 0.0)])
@@ -292,14 +293,14 @@ def test_fid_network_errors_are_explained(tmp_path):
   with pytest.raises(ValueError, match="not a known Inception graph"):
     judge.frozen_inception_extractor(path)
   with pytest.raises(ValueError, match="needs evaluate.fid_network_path"):
-    evaluate.select_extractor(None, (8, 8, 1), "inception_pool3")
+    common.select_extractor(None, (8, 8, 1), "inception_pool3")
 
 
 # -- held-out data: detection threshold and the OOD scores' signs --------------
 
 def test_held_out_is_the_validation_split_else_the_end_of_train():
   x, y = np.arange(20.0)[:, None], np.arange(20) % 3
-  x_judge, y_judge, x_held, y_held, held = evaluate.held_out_split(
+  x_judge, y_judge, x_held, y_held, held = common.held_out_split(
       x, y, "train")
   np.testing.assert_array_equal(x_judge[:, 0], np.arange(18.0))
   np.testing.assert_array_equal(x_held[:, 0], [18.0, 19.0])
@@ -308,7 +309,7 @@ def test_held_out_is_the_validation_split_else_the_end_of_train():
   assert held == {"split": "the last 10% of `train`", "examples": 2,
                   "seen_by_model": True}
   validation = (np.zeros((5, 1)), np.zeros(5, int))
-  x_judge, _, x_held, _, held = evaluate.held_out_split(
+  x_judge, _, x_held, _, held = common.held_out_split(
       x, y, "train[5000:]", validation, "train[:5000]")
   assert len(x_judge) == 20 and len(x_held) == 5  # The judge keeps all.
   assert held == {"split": "the validation split `train[:5000]`",
@@ -317,7 +318,7 @@ def test_held_out_is_the_validation_split_else_the_end_of_train():
 
 def test_detection_threshold_comes_from_held_out_data(trained):
   _, model, x, y = trained
-  out = evaluate.detection(model, x[:50], y[:50], x[50:], y[50:],
+  out = classification.detection(model, x[:50], y[:50], x[50:], y[50:],
                            {"split": "held", "examples": 50,
                             "seen_by_model": False}, target_fpr=0.1)
   energies = model(tf.constant(x))["class_energy"].numpy()

@@ -62,6 +62,34 @@ def _n(count):
   return "–" if count is None else str(count)
 
 
+def _spread(part, path, value, percent=False):
+  """`value` formatted, with "± std" where `part` holds several draws
+  (`common.over_draws`: the std at the same `path` under part["std"])."""
+  std = part.get("std") if part.get("draws", 1) > 1 else None
+  for key in path:
+    if std is None:
+      break
+    try:
+      std = std[key]
+    except (KeyError, IndexError, TypeError):
+      std = None
+  if std is None or value is None:
+    return _fmt(value, percent)
+  return f"{_fmt(value, percent)} ± {_fmt(std, percent)}"
+
+
+def _drawn(part):
+  """Which random draws a part's numbers come from, in a sentence."""
+  draws = part.get("draws", 1)
+  seeds = part.get("seeds")
+  if draws == 1:
+    return ("Single draw" + (f" (seed {seeds[0]})" if seeds else "")
+            + ": `evaluate.draws = N` reports mean ± standard deviation "
+              "over N seeds.")
+  return (f"Mean ± standard deviation over {draws} independent draws "
+          f"(seeds {', '.join(map(str, seeds))}).")
+
+
 def _draws_sentence(s):
   draws = s.get("draws", 1)
   return ("single draw" if draws == 1 else
@@ -101,7 +129,8 @@ def _orientation(o, score, set_name):
 def _oriented_cell(o, score, set_name):
   """"0.950", or "↓ 1.000" where the sign is flipped."""
   sign, value = _orientation(o, score, set_name)
-  return ("↓ " if sign < 0 else "") + _fmt(value)
+  path = ("orientation", "auroc", score, set_name)
+  return ("↓ " if sign < 0 else "") + _spread(o, path, value)
 
 
 def _held_out(h):
@@ -119,8 +148,10 @@ def _auroc_with_flip(o, score, set_name):
   """"0.000 (↓ 1.000)": the AUROC as defined, and the held-out-oriented one
   where its sign is flipped; "–" where the score or set is missing."""
   sign, value = _orientation(o, score, set_name)
-  cell = _fmt(o["auroc"].get(score, {}).get(set_name))
-  return cell + (f" (↓ {_fmt(value)})" if sign < 0 else "")
+  cell = _spread(o, ("auroc", score, set_name),
+                 o["auroc"].get(score, {}).get(set_name))
+  flipped = _spread(o, ("orientation", "auroc", score, set_name), value)
+  return cell + (f" (↓ {flipped})" if sign < 0 else "")
 
 
 def report_markdown(result, workdir):
@@ -208,8 +239,10 @@ def report_markdown(result, workdir):
             f"as in the paper: {SCORE_DEFINITIONS}. The first table keeps "
             f"these signs; an AUROC below 0.5 means the score points the "
             f"other way for this model.", ""] + _table(
-                ["score"] + sets, [[score] + [_fmt(row[k]) for k in sets]
-                                   for score, row in o["auroc"].items()])
+                ["score"] + sets,
+                [[score] + [_spread(o, ("auroc", score, k), row[k])
+                            for k in sets]
+                 for score, row in o["auroc"].items()]) + ["", _drawn(o)]
   if o.get("orientation"):
     lines += ["", f"With each score's sign chosen on held-out data "
               f"({_held_out(o['orientation']['held_out'])}: "
@@ -233,8 +266,11 @@ def report_markdown(result, workdir):
     for norm in ("linf", "l2"):
       eps = next(iter(rb[norm].values()))["eps"]
       lines += _table([f"{norm} ε"] + [f"{e:g}" for e in eps], [
-          [label_] + [_fmt(a, True) for a in curve["accuracy"]]
+          [label_] + [_spread(rb, (norm, label_, "accuracy", i), a, True)
+                      for i, a in enumerate(curve["accuracy"])]
           for label_, curve in rb[norm].items()]) + [""]
+    lines += [_drawn(rb) + " The attacked examples, random starts and "
+              "the defence's noise are drawn anew in each draw.", ""]
     if rb.get("defense"):
       df = rb["defense"]
       lines += [f"Caveat on the SGLD defence ({df['steps']} steps, "
@@ -246,16 +282,18 @@ def report_markdown(result, workdir):
     lines += [f"![robustness]({rel(rb['figure'])})", ""]
   if "distal" in r:
     d = r["distal"]
+    reached = _spread(d, ("reached_threshold",), d["reached_threshold"], True)
+    agrees = _spread(d, ("judge_agrees",), d["judge_agrees"], True)
     lines += ["## Distal adversarials", "",
               f"Noise driven to p(y = c|x) > {d['threshold']:g}, "
               f"{d['per_class']} per class (one row per class, after a real "
               f"test image of it; captions: p(c|x) and the independent "
               f"classifier's class; at most {d['steps']} ascent steps of "
               f"{d['step_size']:g} per pixel): "
-              f"{_fmt(d['reached_threshold'], True)} got there (mean "
-              f"{d['mean_steps']:.0f} steps); the independent classifier "
-              f"agrees with the target class for "
-              f"{_fmt(d['judge_agrees'], True)}."]
+              f"{reached} got there (mean {d['mean_steps']:.0f} steps); the "
+              f"independent classifier agrees with the target class for "
+              f"{agrees}. "
+              f"{_drawn(d)}"]
     near = d.get("nearest_train_distance")
     if near:
       text = (f"Mean L2 distance to the nearest training image: distal "
@@ -344,12 +382,15 @@ def compare(workdirs, output=None):
             f"{_n(_count(s.get('buffer'), s['num_samples']))})")
 
   def distal(e, key):
-    return _fmt(e.get("distal", {}).get(key), True)
+    d = e.get("distal", {})
+    return _spread(d, (key,), d.get(key), True)
 
   lines = ["# Comparison", "",
            "IS/FID: each row's feature network (samples fresh / buffer); "
            "only the standard Inception pool_3 network with 50,000 samples "
-           "gives numbers comparable to published ones.", ""] + _table(
+           "gives numbers comparable to published ones. ± : standard "
+           "deviation over the evaluation's draws (`evaluate.draws`); "
+           "without it, a single draw.", ""] + _table(
       ["model", "accuracy", "ECE", "IS/FID network (n fresh / buffer)",
        "IS (fresh)", "FID (fresh)", "IS (buffer)", "FID (buffer)",
        "class-cond. samples judged correct",
@@ -378,7 +419,9 @@ def compare(workdirs, output=None):
     eps = next(iter(grids[0].values()))["eps"]
     lines += ["", f"PGD {norm} accuracy:", ""] + _table(
         ["model"] + [f"ε={v:g}" for v in eps],
-        [[f"{name} ({label})"] + [_fmt(a, True) for a in curve["accuracy"]]
+        [[f"{name} ({label})"] + [
+            _spread(e["robustness"], (norm, label, "accuracy", i), a, True)
+            for i, a in enumerate(curve["accuracy"])]
          for name, e in rows
          for label, curve in e.get("robustness", {}).get(norm, {}).items()])
   text = "\n".join(lines) + "\n"
