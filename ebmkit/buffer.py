@@ -4,6 +4,8 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from ebmkit import replicas
+
 
 @keras.saving.register_keras_serializable(package="ebmkit")
 class ReplayBuffer(keras.layers.Layer):
@@ -82,7 +84,8 @@ class ReplayBuffer(keras.layers.Layer):
     self.num_classes = None if num_classes is None else int(num_classes)
     self.data_range = (low, high)
     self.seed = seed
-    self.seed_generator = keras.random.SeedGenerator(seed)
+    # Under tf.distribute each replica draws its own numbers.
+    self.seed_generator = replicas.SeedGenerator(seed)
 
   @property
   def class_conditional(self):
@@ -193,16 +196,20 @@ class ReplayBuffer(keras.layers.Layer):
 
     Returns:
       (starts [batch_size, *sample_shape], slot indices [batch_size] int32).
+      In a replica context of `tf.distribute` training the starts come from
+      this replica's shard of the buffer (`ebmkit.replicas`), and the slots
+      are the shard's.
     """
+    store, size, slice_size = replicas.chain_store(self)
     if y is not None and self.class_conditional:
       batch_size = tf.shape(y)[0]
-      offset = keras.random.randint((batch_size,), 0, self.slice_size,
+      offset = keras.random.randint((batch_size,), 0, slice_size,
                                     seed=self.seed_generator)
-      indices = tf.cast(y, tf.int32) * self.slice_size + offset
+      indices = tf.cast(y, tf.int32) * slice_size + offset
     else:
-      indices = keras.random.randint((batch_size,), 0, self.size,
+      indices = keras.random.randint((batch_size,), 0, size,
                                      seed=self.seed_generator)
-    stored = tf.gather(self.samples.value, indices)
+    stored = tf.gather(store, indices)
     if self.init == "uniform":
       fresh = self._uniform(tf.shape(stored), stored.dtype)
     else:
@@ -241,8 +248,8 @@ class ReplayBuffer(keras.layers.Layer):
   def write(self, indices, samples):
     """Writes `samples` back into slots `indices` (from `draw`)."""
     samples = tf.cast(samples, self.samples.dtype)
-    self.samples.value.scatter_nd_update(
-        tf.cast(indices, tf.int32)[:, None], samples)
+    replicas.scatter_update(replicas.chain_store(self)[0],
+                            tf.cast(indices, tf.int32)[:, None], samples)
 
   def reset(self, chunk=1000):
     """Re-initialises every sample (U(low, high) or the informative init)."""

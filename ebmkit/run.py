@@ -90,6 +90,10 @@ def _run():
   workdir = FLAGS.workdir or gin_utils.bound("train.workdir", None) or (
       _workdir(gin_files))
   if FLAGS.mode == "train":
+    from ebmkit import distribute  # pylint: disable=g-import-not-at-top
+    # Before gin makes train's optimizer, which starts TensorFlow.
+    distribute.prepare(gin_utils.bound("train.distribute", None),
+                       gin_utils.bound("train.worker_timeout_s", None))
     train_lib.train(workdir=workdir, fresh=FLAGS.fresh)
   elif FLAGS.mode == "export":
     from ebmkit import serving  # pylint: disable=g-import-not-at-top
@@ -120,13 +124,14 @@ def main(argv):
     logging.set_verbosity(logging.WARNING)
   from ebmkit import checkpoints  # pylint: disable=g-import-not-at-top
   from ebmkit import data  # pylint: disable=g-import-not-at-top
+  from ebmkit import distribute  # pylint: disable=g-import-not-at-top
   from ebmkit import experiment  # pylint: disable=g-import-not-at-top
   from ebmkit import recovery  # pylint: disable=g-import-not-at-top
   from ebmkit import workdir as workdir_lib  # pylint: disable=g-import-not-at-top
   fixable = (FileNotFoundError, data.DatasetUnavailableError,
              experiment.NoModelConfiguredError, recovery.TrainingDivergedError,
              checkpoints.UnreadableCheckpointsError,
-             workdir_lib.WorkdirLockedError)
+             workdir_lib.WorkdirLockedError, distribute.WorkerFailedError)
   # Bad values, malformed gin, unwritable folders: almost always the user's
   # to fix. --verbosity shows the traceback (for ebmkit's own bugs).
   generic = (ValueError, TypeError, SyntaxError, OSError)

@@ -15,6 +15,7 @@
                                   detection.json, the calibrated threshold)
       conversion.json             what a converted reference checkpoint held
       .lock                       the pid and host of the process writing it
+      workers/<type>_<index>/     a multi-worker run's other workers' scratch
 
     <output>/comparison.md        `--mode=compare`: several workdirs side by side
 
@@ -44,6 +45,8 @@ CONVERSION = "conversion.json"
 VERIFIED = "verified.json"  # In checkpoints/: which checkpoints were seen
                             # to give a finite, in-bound training step.
 COMPARISON = "comparison.md"
+WORKERS = "workers"  # workers/<type>_<index>/: a non-chief worker's scratch
+                     # (checkpoints, logs) in a multi-worker run.
 
 
 def path(workdir, *parts):
