@@ -15,6 +15,7 @@ from ebmkit.buffer import ReplayBuffer
 from ebmkit.energy import EnergyHead
 from ebmkit.energy import ScalarEnergyHead
 from ebmkit.experiment import load_model
+from ebmkit.gan import GAN
 from ebmkit.models import EnergyModel
 from ebmkit.sampling import LangevinSampler
 from ebmkit.serving import export

@@ -92,6 +92,8 @@ def buffer_grid(model, num_images=64):
 
   Even spacing shows every class slice of a class-conditional buffer.
   """
+  if hasattr(model, "sample_grid"):  # A GAN: G(z) for fixed z.
+    return model.sample_grid(num_images)
   buf = model.replay_buffer
   slots = np.linspace(0, buf.size - 1, min(num_images, buf.size)).astype(int)
   samples = tf.gather(buf.samples.value, slots).numpy()
@@ -309,8 +311,11 @@ def evaluation_scalars(result):
   score oriented on held-out data, where the evaluation has it); IS
   and FID of fresh and buffer samples, the test set's IS, the judged
   accuracy of class-conditional samples; PGD accuracy per threat model,
-  target and ε; the distal adversarials' numbers. Parts the evaluation did
-  not run (or numbers it could not compute, None) are left out.
+  target and ε; the distal adversarials' numbers; of a GAN's evaluation
+  (kind "gan"), every number of its G(z) and DDLS samples
+  (`samples/gan/…`, `samples/ddls/…`; their spread over draws `…_std`) and
+  the discriminator's calibration. Parts the evaluation did not run (or
+  numbers it could not compute, None) are left out.
   """
   found = {}
 
@@ -346,6 +351,16 @@ def evaluation_scalars(result):
   d = result.get("distal", {})
   for key in ("reached_threshold", "judge_agrees", "mean_steps"):
     put(d.get(key), "distal", key)
+  if result.get("kind") == "gan":  # G(z) vs DDLS (evaluation.gan_eval).
+    for kind in ("gan", "ddls"):
+      for key, value in result.get(kind, {}).items():
+        put(value, "samples", kind, key)
+        if key == "std":
+          for metric, spread in value.items():
+            put(spread, "samples", kind, metric + "_std")
+    for key in ("scale", "shift"):
+      put(result.get("discriminator_calibration", {}).get(key),
+          "discriminator_calibration", key)
   return found
 
 

@@ -29,6 +29,9 @@ def make_checkpoint(model, with_optimizer=True):
   parts = {"model": _by_position(model.variables)}
   if with_optimizer:
     parts["optimizer"] = _by_position(model.optimizer.variables)
+    # A model with more optimizers (a GAN's generator's) lists them too.
+    for i, other in enumerate(getattr(model, "other_optimizers", ())):
+      parts[f"optimizer_{i + 1}"] = _by_position(other.variables)
   return tf.train.Checkpoint(**parts)
 
 

@@ -15,6 +15,8 @@ from ebmkit import buffer
 from ebmkit import data  # pylint: disable=unused-import
 from ebmkit import energy
 from ebmkit import experiment  # pylint: disable=unused-import
+from ebmkit import gan
+from ebmkit import gan_networks  # pylint: disable=unused-import
 from ebmkit import models
 from ebmkit import sampling
 from ebmkit import schedules
@@ -23,7 +25,7 @@ from ebmkit.evaluation import evaluate  # pylint: disable=unused-import
 
 for _cls in (models.EnergyModel, energy.EnergyHead, energy.ScalarEnergyHead,
              buffer.ReplayBuffer, sampling.LangevinSampler,
-             schedules.WarmupStepDecay):
+             schedules.WarmupStepDecay, gan.GAN):
   gin.external_configurable(_cls, module="ebmkit")
 
 for _cls in (keras.optimizers.Adam, keras.optimizers.AdamW,

@@ -150,7 +150,10 @@ def dataset_info(name=DEFAULT_DATASET, data_dir=None):
     raise DatasetUnavailableError(f"TFDS has no data set named {name!r}.") \
         from e
   info = builder.info
-  image_shape = tuple(info.features["image"].shape)
+  # The input feature: "image", or the first supervised key of a data set
+  # of other examples (the 2-D mixture's "point").
+  key = "image" if "image" in info.features else info.supervised_keys[0]
+  image_shape = tuple(info.features[key].shape)
   num_classes = info.features["label"].num_classes
   sizes = {split: info.splits[split].num_examples for split in info.splits}
   return DatasetInfo(name, image_shape, num_classes, sizes)
@@ -184,7 +187,9 @@ def preprocess(image, label, data_noise=0.0, augment=False, flip=True):
   noise; label to int32."""
   if augment:
     image = augment_image(image, flip=flip)
-  x = to_unit_range(image)
+  # uint8 pixels are scaled; float examples (2-D points) are taken as they are.
+  x = (to_unit_range(image) if image.dtype == tf.uint8
+       else tf.cast(image, tf.float32))
   if data_noise:
     x += data_noise * tf.random.normal(tf.shape(x))
   return x, tf.cast(label, tf.int32)

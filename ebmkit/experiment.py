@@ -7,6 +7,7 @@ import gin
 
 from ebmkit import checkpoints
 from ebmkit import data
+from ebmkit import gan
 from ebmkit import gin_utils
 from ebmkit import models
 from ebmkit import workdir as workdir_lib
@@ -46,9 +47,9 @@ def build_model(info):
         "No model is configured: bind get_model.model (include "
         "'models/energy_model.gin' as the shipped configs do, or start from "
         f"one: {', '.join(gin_utils.shipped_configs()[:4])}, ...).") from None
-  if not isinstance(model, models.EnergyModel):
-    raise TypeError(f"get_model.model must be an ebmkit.EnergyModel, got "
-                    f"{type(model).__name__}.")
+  if not isinstance(model, (models.EnergyModel, gan.GAN)):
+    raise TypeError(f"get_model.model must be an ebmkit.EnergyModel or "
+                    f"ebmkit.GAN, got {type(model).__name__}.")
   model.build((None,) + info.image_shape)
   if model.classifies:
     out = model.backbone.compute_output_shape((None,) + info.image_shape)

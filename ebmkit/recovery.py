@@ -70,8 +70,9 @@ class DivergenceGuard(keras.callbacks.Callback):
                    f"exceeds {self.gap_bound:g}")
 
   def buffer_finite(self):
-    return bool(tf.reduce_all(tf.math.is_finite(
-        self.model.replay_buffer.samples.value)))
+    buf = getattr(self.model, "replay_buffer", None)  # A GAN has none.
+    return buf is None or bool(tf.reduce_all(tf.math.is_finite(
+        buf.samples.value)))
 
   def healthy(self):
     if self.reason is None and not self.buffer_finite():

@@ -9,6 +9,7 @@ import tensorflow as tf
 
 from ebmkit import data
 from ebmkit import experiment
+from ebmkit import gan
 from ebmkit import gin_utils
 from ebmkit import inference
 from ebmkit import sampling
@@ -21,6 +22,96 @@ SIGNATURES = ("classify", "energy", "log_px", "ood_score", "sample",
 
 
 MAX_SAMPLE_COUNT = 1024  # Default largest `num_samples` of `sample`.
+
+
+def _nonempty(t, n, fill):
+  """`t`, or one placeholder row of `fill` when its batch size `n` is 0.
+
+  An empty batch gives empty outputs, but convolutions fail on zero
+  examples (on CPU), so the network runs on one placeholder row, which
+  `_cut` drops again.
+  """
+  return tf.cond(n > 0, lambda: t,
+                 lambda: tf.fill(tf.concat([[1], tf.shape(t)[1:]], 0),
+                                 tf.cast(fill, t.dtype)))
+
+
+def _cut(outputs, n):
+  return {k: v if v.shape.rank == 0 else v[:n] for k, v in outputs.items()}
+
+
+def _sample_checks(num_samples, steps, max_sample_count, max_sample_steps):
+  """The in-graph checks of a sampling signature's num_samples and steps."""
+  return [
+      tf.debugging.assert_positive(num_samples,
+                                   "ebmkit: num_samples must be >= 1."),
+      tf.debugging.assert_less_equal(
+          num_samples, int(max_sample_count),
+          f"ebmkit: num_samples must be <= {int(max_sample_count)}, the "
+          f"max_sample_count set at export (all chains are held in memory "
+          f"at once): ask for more in several calls, or export with a "
+          f"larger --max_sample_count."),
+      tf.debugging.assert_non_negative(steps, "ebmkit: steps must be >= 0."),
+      tf.debugging.assert_less_equal(
+          steps, max_sample_steps,
+          f"ebmkit: steps must be <= {max_sample_steps}."),
+  ]
+
+
+GAN_SIGNATURES = ("generate", "ddls_sample")
+
+
+def export_gan(model, export_dir, max_sample_steps=10000,
+               max_sample_count=MAX_SAMPLE_COUNT):
+  """Writes a trained `ebmkit.GAN` as a SavedModel with named signatures.
+
+  Signatures:
+    generate(z) → samples: G(z) for z float32 [n, latent_dim] (n >= 0),
+      checked by `validation.check_tensor` (rank, shape, finite values);
+    ddls_sample(num_samples, steps) → samples, z: DDLS (Che et al. 2020):
+      z₀ ~ N(0, I), `steps` Langevin steps on E(z) = −log p₀(z) − d(G(z))
+      with the GAN's latent sampler (α, σ) and calibration, then G; with
+      `sample`'s checks of num_samples and steps.
+
+  Returns:
+    The list of exported signature names.
+  """
+  if int(max_sample_count) < 1:
+    raise ValueError(f"max_sample_count must be >= 1, got {max_sample_count}.")
+  k = model.latent_dim
+  archive = keras.export.ExportArchive()
+  # The parts, not the GAN: Keras' default signature of a model calls it on
+  # its build shape (the data's), but the GAN is called on z.
+  for part in (model.generator, model.discriminator, model.latent_energy,
+               model.latent_sampler):
+    archive.track(part)
+
+  def generate(z):
+    z = validation.check_tensor(z, (k,), None)
+    n = tf.shape(z)[0]
+    return _cut({"samples": model.generator(_nonempty(z, n, 0.0),
+                                            training=False)}, n)
+
+  def ddls_sample(num_samples, steps):
+    with tf.control_dependencies(_sample_checks(
+        num_samples, steps, max_sample_count, max_sample_steps)):
+      z0 = tf.random.normal([num_samples, k])
+    z = model.latent_sampler(z0, energy_fn=model.latent_energy, steps=steps)
+    return {"samples": model.generator(z, training=False), "z": z}
+
+  scalar = lambda name: tf.TensorSpec([], tf.int32, name=name)
+  archive.add_endpoint(name="generate", fn=generate, input_signature=[
+      tf.TensorSpec([None, k], tf.float32, name="z")])
+  archive.add_endpoint(name="ddls_sample", fn=ddls_sample, input_signature=[
+      scalar("num_samples"), scalar("steps")])
+  archive.write_out(export_dir, verbose=False)
+  meta = {"kind": "gan", "signatures": list(GAN_SIGNATURES),
+          "latent_dim": k, "output_shape": list(model.sample_shape),
+          "max_sample_count": int(max_sample_count),
+          "max_sample_steps": int(max_sample_steps)}
+  workdir_lib.write_json(os.path.join(export_dir, workdir_lib.EXPORT_META),
+                         meta)
+  return list(GAN_SIGNATURES)
 
 
 def export(model, export_dir, detection=None, data_range=None,
@@ -73,22 +164,13 @@ def export(model, export_dir, detection=None, data_range=None,
   filler = sum(data_range) / 2
   names = []
 
-  def nonempty(t, n, fill):
-    # An empty batch gives empty outputs, but the backbone's convolutions
-    # fail on zero examples (on CPU), so it runs on one placeholder row,
-    # which `cut` drops again.
-    return tf.cond(n > 0, lambda: t,
-                   lambda: tf.fill(tf.concat([[1], tf.shape(t)[1:]], 0),
-                                   tf.cast(fill, t.dtype)))
+  nonempty, cut = _nonempty, _cut
 
   def checked(x):
     """x validated, padded to >= 1 row, and its true batch size."""
     x = check(x)
     n = tf.shape(x)[0]
     return nonempty(x, n, filler), n
-
-  def cut(outputs, n):
-    return {k: v if v.shape.rank == 0 else v[:n] for k, v in outputs.items()}
 
   def add(name, fn, signature):
     archive.add_endpoint(name=name, fn=fn, input_signature=signature)
@@ -123,20 +205,8 @@ def export(model, export_dir, detection=None, data_range=None,
   add("ood_score", ood_score, [x_spec])
 
   def sample(num_samples, steps, class_id):
-    checks = [
-        tf.debugging.assert_positive(num_samples,
-                                     "ebmkit: num_samples must be >= 1."),
-        tf.debugging.assert_less_equal(
-            num_samples, int(max_sample_count),
-            f"ebmkit: num_samples must be <= {int(max_sample_count)}, the "
-            f"max_sample_count set at export (all chains are held in memory "
-            f"at once): ask for more in several calls, or export with a "
-            f"larger --max_sample_count."),
-        tf.debugging.assert_non_negative(steps, "ebmkit: steps must be >= 0."),
-        tf.debugging.assert_less_equal(
-            steps, max_sample_steps,
-            f"ebmkit: steps must be <= {max_sample_steps}."),
-    ]
+    checks = _sample_checks(num_samples, steps, max_sample_count,
+                            max_sample_steps)
     if classifies:
       checks.append(tf.debugging.assert_less(
           class_id, model.num_classes,
@@ -229,6 +299,15 @@ def export_workdir(workdir, export_dir, detection_fpr=0.05,
   ds, info = data.load_dataset(split=split, training=False, with_info=True)
   model = experiment.build_model(info)
   experiment.restore(model, workdir)
+  if isinstance(model, gan.GAN):
+    if model.needs_calibration:  # DDLS needs d as a logit (see ebmkit.ddls).
+      train = data.load_dataset(split=gin_utils.bound(
+          "train.train_split", "train"), training=False)
+      model.calibrate_discriminator(np.concatenate(
+          [x.numpy() for x, _ in train])[:2000])
+    export_gan(model, export_dir, max_sample_count=max_sample_count)
+    return workdir_lib.read_json(os.path.join(export_dir,
+                                              workdir_lib.EXPORT_META))
   detection = None
   if model.classifies and detection_fpr:
     xs, ys = zip(*[(x.numpy(), y.numpy()) for x, y in ds])

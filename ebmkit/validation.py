@@ -122,6 +122,9 @@ def check_tensor(x, sample_shape, data_range):
   static shape does not stop a tensor of another rank), and a batch in the
   upper half of the range is an error only from `MIN_BATCH_EXAMPLES` inputs.
 
+  A `data_range` of None checks rank, shape and finiteness only (inputs
+  without a bounded range, e.g. a GAN's latent codes z ~ N(0, I)).
+
   Returns:
     `x`, with the assertions as control dependencies.
   """
@@ -133,8 +136,6 @@ def check_tensor(x, sample_shape, data_range):
         f"Inputs have shape {got} per example but this model was built for "
         f"{sample_shape}: resize them in the data pipeline or build the model "
         f"for that shape.")
-  lowest, highest = bounds(data_range)
-  low, high = data_range
   shape_text = _shape_text(sample_shape)
   rank_check = tf.debugging.assert_equal(
       runtime_rank(x), len(sample_shape) + 1,
@@ -146,10 +147,6 @@ def check_tensor(x, sample_shape, data_range):
   # TensorFlow's own error.
   with tf.control_dependencies([rank_check]):
     flat = tf.reshape(x, [-1])
-    smallest = tf.reduce_min(flat)
-    upper_half = tf.logical_and(
-        tf.shape(x)[0] >= MIN_BATCH_EXAMPLES,
-        smallest >= tf.cast(upper_half_floor(data_range), x.dtype))
     checks = [
         rank_check,
         tf.debugging.assert_equal(
@@ -157,6 +154,18 @@ def check_tensor(x, sample_shape, data_range):
             message=f"ebmkit: inputs must have shape {shape_text}."),
         tf.debugging.assert_all_finite(flat,
                                        "ebmkit: inputs contain NaN or Inf."),
+    ]
+  if data_range is None:
+    with tf.control_dependencies(checks):
+      return tf.identity(x)
+  lowest, highest = bounds(data_range)
+  low, high = data_range
+  with tf.control_dependencies([rank_check]):
+    smallest = tf.reduce_min(flat)
+    upper_half = tf.logical_and(
+        tf.shape(x)[0] >= MIN_BATCH_EXAMPLES,
+        smallest >= tf.cast(upper_half_floor(data_range), x.dtype))
+    checks += [
         tf.debugging.assert_greater_equal(
             smallest, tf.cast(lowest, x.dtype),
             message=f"ebmkit: inputs go below the data range [{low}, {high}]"

@@ -21,7 +21,8 @@ import pytest
 import tensorflow as tf
 
 import ebmkit
-from ebmkit import backbones, buffer, energy, models, sampling, schedules
+from ebmkit import backbones, buffer, ddls, energy, gan, gan_networks, models
+from ebmkit import replicas, sampling, schedules
 
 IMAGE_SHAPE = (4, 4, 1)  # Samples of the tiny models below.
 
@@ -96,7 +97,8 @@ def quadratic_energy(x):
 # -- the cases -----------------------------------------------------------------
 
 SAMPLER_KWARGS = dict(steps=4, step_size=0.05, noise=0.0, grad_clip=2.0,
-                      clip_range=(-3.0, 3.0), seed=7, name="sgld")
+                      clip_range=(-3.0, 3.0), seed=7, loop="partial",
+                      unroll=3, name="sgld")
 # 3.5 is clamped to 3 after its first step, 2.5 has its gradient clipped to
 # 2, -0.5 takes plain gradient steps.
 CHAIN_START = np.array([[3.5, 2.5, -0.5]], np.float32)
@@ -137,6 +139,16 @@ def energy_model_kwargs():
       clf_weight=0.5, px_weight=0.25, pxy_weight=0.75, l2_weight=0.1,
       px_conditional_chains=True, seed=3, separate_passes=True,
       name="jem")
+
+
+def gan_kwargs():
+  """A tiny MLP GAN with every argument away from its default."""
+  return dict(
+      generator=gan_networks.mlp_generator(latent_dim=3, width=4, depth=1),
+      discriminator=gan_networks.mlp_discriminator(width=4, depth=1),
+      loss="hinge", n_critic=2, generator_learning_rate_ratio=0.5,
+      l2_weight=0.1, latent_sampler=sampling.LangevinSampler(steps=3),
+      calibrate=True, data_range=(-2.0, 2.0), seed=3, name="gan")
 
 
 @dataclasses.dataclass
@@ -189,6 +201,31 @@ CASES = {
                (29, 1e-3), (30, 5e-4), (1000, 5e-4)]),
     "EnergyModel": Case(models.EnergyModel, energy_model_kwargs, "model",
                         (2,) + IMAGE_SHAPE),
+    # GAN networks (their .keras round trips with outputs: test_gan_networks).
+    "GeneratorBlock": Case(gan_networks.GeneratorBlock,
+                           lambda: dict(filters=5, name="gblock"), "layer",
+                           (2, 4, 4, 3)),
+    "DiscriminatorBlock": Case(
+        gan_networks.DiscriminatorBlock,
+        lambda: dict(filters=5, downsample=False, first=True,
+                     spectral_norm=False, name="dblock"),
+        "layer", (2, 4, 4, 3)),
+    "GlobalSumPooling2D": Case(gan_networks.GlobalSumPooling2D,
+                               lambda: dict(name="sum_pool"), "layer",
+                               (2, 4, 4, 3)),
+    # The GAN owns G and D, so LatentEnergy and GAN have their output round
+    # trips in test_gan.py; here their configs.
+    "LatentEnergy": Case(
+        ddls.LatentEnergy,
+        lambda: dict(latent_dim=3, generator=gan_networks.mlp_generator(
+            latent_dim=3, width=4, depth=1),
+                     discriminator=gan_networks.mlp_discriminator(
+                         width=4, depth=1), name="latent_energy"),
+        "latent_energy"),
+    "GAN": Case(gan.GAN, gan_kwargs, "gan"),
+    # Per-replica random numbers (test_distribute); its config is Keras'.
+    "SeedGenerator": Case(replicas.SeedGenerator,
+                          lambda: dict(seed=5, name="noise"), "seed"),
 }
 # Besides the all-non-default cases: the IGEBM network as shipped (spectral
 # norm on every convolution) and the IGEBM family's model (scalar head).

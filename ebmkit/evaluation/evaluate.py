@@ -9,10 +9,12 @@ import numpy as np
 
 from ebmkit import data
 from ebmkit import experiment
+from ebmkit import gan as gan_lib
 from ebmkit import gin_utils
 from ebmkit import workdir as workdir_lib
 from ebmkit.evaluation import classification as classification_lib
 from ebmkit.evaluation import common
+from ebmkit.evaluation import gan_eval
 from ebmkit.evaluation import ood_detection as ood_detection_lib
 from ebmkit.evaluation import render
 from ebmkit.evaluation import robustness as robustness_lib
@@ -35,6 +37,16 @@ def save(workdir, result):
   summary["evaluation"] = result
   workdir_lib.write_json(path, summary)
   return render.write_report(result, workdir)
+
+
+def num_parts(model):
+  """How many parts `evaluate` runs for `model` (the progress display's
+  total): a GAN's judge (images only), G(z) vs DDLS and the save; a JEM's
+  judge, OOD, samples and save, plus accuracy, detection, robustness and
+  distal adversarials when it classifies."""
+  if isinstance(model, gan_lib.GAN):
+    return 3 if len(model.sample_shape) == 3 else 2
+  return 8 if model.classifies else 4
 
 
 @gin.configurable
@@ -145,12 +157,28 @@ def evaluate(workdir="ebmkit_runs/default", test_split="test",
             "dataset": info.name, "test_split": test_split,
             "test_examples": int(len(x_test))}
   # Each part's start, end and time on the console (see PartProgress).
-  parts = callbacks.PartProgress(8 if model.classifies else 4,
+  parts = callbacks.PartProgress(num_parts(model),
                                  title=f"Evaluation of {workdir}")
 
   train_split = train_split or gin_utils.bound("train.train_split", "train")
   x_train, y_train = common.arrays(data.load_dataset(split=train_split,
                                                training=False))
+  if isinstance(model, gan_lib.GAN):  # G(z) vs DDLS (evaluate_gan).
+    judge = None
+    if len(model.sample_shape) == 3:
+      judge, result["judge_test_accuracy"] = parts(
+          "independent classifier", common.train_judge)(
+          x_train, y_train, x_test, y_test, info.num_classes, workdir,
+          epochs=judge_epochs, learning_rate=judge_learning_rate,
+          batch_size=judge_batch_size, width=judge_width)
+    result.update(parts("G(z) and DDLS samples", gan_eval.evaluate_gan)(
+        model, workdir, x_test, x_train, judge_fn=lambda: judge,
+        feature_extractor=feature_extractor,
+        fid_network_path=fid_network_path, seed=seed))
+    result["wall_time_s"] = round(time.time() - started, 1)
+    parts("results.json and report.md", save)(workdir, result)
+    callbacks.write_evaluation_summaries(workdir, result)
+    return result
   x_judge, y_judge, x_held, y_held, held_out = common.load_held_out(
       x_train, y_train, train_split, calibration_split, held_out_fraction)
   result["held_out"] = held_out

@@ -5,6 +5,7 @@ numbers and figures come from `evaluate`."""
 import os
 
 from ebmkit import workdir as workdir_lib
+from ebmkit.evaluation import gan_report
 
 
 def _fmt(value, percent=False):
@@ -165,6 +166,8 @@ def report_markdown(result, workdir):
   Returns:
     The markdown text.
   """
+  if gan_report.is_gan(result):  # G(z) vs DDLS: its own report.
+    return gan_report.report_markdown(result, workdir)
   r = result
   name = _name(workdir)
   rel = lambda p: os.path.relpath(p, workdir)
@@ -371,6 +374,8 @@ def compare(workdirs, output=None):
           f"{path} has no evaluation: run python -m ebmkit.run --mode=eval "
           f"--workdir={w} first.") from None
     rows.append((_name(w), evaluation))
+  gans = [(n, e) for n, e in rows if gan_report.is_gan(e)]
+  rows = [(n, e) for n, e in rows if not gan_report.is_gan(e)]
   # Every OOD score any of them has (unconditional models lack max_prob).
   scores = sorted({k for _, e in rows for k in e["ood"]["auroc"]})
   sets = sorted({k for _, e in rows for row in e["ood"]["auroc"].values()
@@ -424,6 +429,10 @@ def compare(workdirs, output=None):
             for i, a in enumerate(curve["accuracy"])]
          for name, e in rows
          for label, curve in e.get("robustness", {}).get(norm, {}).items()])
+  if gans:  # GAN workdirs: G(z) vs DDLS.
+    lines = (lines if rows else ["# Comparison"]) + [
+        "", "GAN samples G(z) vs DDLS from the same z:", ""] + (
+            gan_report.comparison_lines(gans))
   text = "\n".join(lines) + "\n"
   if output:
     workdir_lib.write_text(comparison_path(output), text)
