@@ -1,5 +1,6 @@
 """The Langevin sampler against analytic energies."""
 
+import keras
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -83,6 +84,8 @@ def test_no_gradient_flows_to_the_energy_parameters():
     ({"steps": -2}, "steps"),
     ({"grad_clip": 0.0}, "grad_clip"),
     ({"clip_range": (1.0, -1.0)}, "clip_range"),
+    ({"loop": "for"}, "loop"),
+    ({"unroll": 0}, "unroll"),
 ])
 def test_bad_settings_are_rejected(kwargs, message):
   with pytest.raises(ValueError, match=message):
@@ -96,7 +99,90 @@ def test_missing_energy_fn_is_explained():
 
 def test_config_round_trip():
   s = sampling.LangevinSampler(steps=7, step_size=0.5, noise=0.0,
-                               grad_clip=0.01, clip_range=(-1, 1), seed=4)
+                               grad_clip=0.01, clip_range=(-1, 1), seed=4,
+                               loop="partial", unroll=3)
   t = sampling.LangevinSampler.from_config(s.get_config())
-  assert (t.steps, t.step_size, t.noise, t.grad_clip, t.clip_range, t.seed) == (
-      7, 0.5, 0.0, 0.01, (-1.0, 1.0), 4)
+  assert (t.steps, t.step_size, t.noise, t.grad_clip, t.clip_range, t.seed,
+          t.loop, t.unroll) == (7, 0.5, 0.0, 0.01, (-1.0, 1.0), 4, "partial",
+                                3)
+
+
+# A quadratic energy E(x) = ½ Σ_j a_j x_j²: ∂E/∂x = a ⊙ x, so one SGLD step
+# is x_{t+1} = (1 − α a) ⊙ x_t + σ ε_t, computed by hand below.
+CURVATURE = np.array([0.5, 1.0, 2.0], np.float32)
+
+
+def quadratic_energy(x):
+  return 0.5 * tf.reduce_sum(CURVATURE * x * x, -1)
+
+
+def hand_chain(x0, steps, alpha, sigma, seed, jit):
+  """The SGLD recurrence by hand, with the noise a fresh
+  SeedGenerator(seed) gives in the same order (drawn under XLA when the
+  chain is: TensorFlow's RNG differs between XLA and the plain CPU)."""
+  generator = keras.random.SeedGenerator(seed)
+
+  @tf.function(jit_compile=jit)
+  def draws():
+    return tf.stack([keras.random.normal(x0.shape, seed=generator)
+                     for _ in range(steps)])
+
+  noise = draws().numpy() if steps else []
+  x = x0.numpy()
+  for eps in noise:
+    x = (1 - alpha * CURVATURE) * x + sigma * eps
+  return x
+
+
+@pytest.mark.parametrize("jit", [False, True])
+@pytest.mark.parametrize("loop", ["while", "unrolled", "partial"])
+def test_every_loop_form_gives_the_hand_computed_chain(loop, jit):
+  # Blocks of 3: 7 steps are 2 blocks and 1 more, 2 steps no full block.
+  x0 = tf.constant(np.linspace(-1, 1, 12, dtype=np.float32).reshape(4, 3))
+  for steps in (0, 2, 7):
+    want = hand_chain(x0, steps, 0.3, 0.1, seed=5, jit=jit)
+    # The step count as a Python int (the train step) and as a run-time
+    # tensor (the standalone sampler); a fresh sampler each time, so its
+    # noise starts from the seed.
+    new = lambda: sampling.LangevinSampler(steps, 0.3, 0.1, seed=5, loop=loop,
+                                           unroll=3)
+    s = new()
+    fixed = tf.function(lambda v: s(v, energy_fn=quadratic_energy),
+                        jit_compile=jit)(x0)
+    at_run_time = sampling.compiled_sampler(new(), quadratic_energy, jit)(
+        x0, tf.constant(steps))
+    np.testing.assert_allclose(fixed, want, rtol=1e-6, atol=1e-6)
+    np.testing.assert_allclose(at_run_time, want, rtol=1e-6, atol=1e-6)
+
+
+def _while_loops(loop, steps):
+  """The number of while loops in the graph of a chain of the form `loop`."""
+  s = sampling.LangevinSampler(7, 0.3, 0.0, loop=loop, unroll=3)
+  fn = tf.function(lambda v, n: s(v, energy_fn=quadratic_energy, steps=n))
+  graph = fn.get_concrete_function(tf.TensorSpec([4, 3]), steps).graph
+  return sum(op.type in ("While", "StatelessWhile")
+             for op in graph.get_operations())
+
+
+def test_each_form_builds_the_graph_it_names():
+  run_time = tf.TensorSpec([], tf.int32)
+  assert _while_loops("while", 7) == 1
+  assert _while_loops("unrolled", 7) == 0
+  assert _while_loops("partial", 7) == 1  # 2 blocks in a loop, 1 written out.
+  assert _while_loops("partial", run_time) == 2  # The blocks, the remainder.
+  assert _while_loops("unrolled", run_time) == 2  # As "partial".
+
+
+@pytest.mark.skipif(bool(tf.config.list_physical_devices("GPU")),
+                    reason="checks FASTEST_LOOP's CPU rows")
+def test_auto_picks_the_measured_form_for_the_device_and_xla():
+  assert sampling.resolve_loop("partial") == "partial"
+  for jit in (False, True):
+    assert sampling.resolve_loop("auto", jit) == sampling.FASTEST_LOOP[
+        ("CPU", jit)]
+  # Without jit_compile it asks whether the graph being built is compiled.
+  inside = {}
+  for jit in (False, True):
+    tf.function(lambda: inside.setdefault(jit, sampling._in_xla_context()),  # pylint: disable=protected-access
+                jit_compile=jit).get_concrete_function()
+  assert inside == {False: False, True: True}

@@ -1,13 +1,31 @@
-"""Benchmark of a config's training iteration and of its parts, on synthetic data.
+"""Benchmarks of a config's training iteration: its parts, `fit` end to end,
+and the sampler's loop forms.
 
   python tools/benchmark.py --gin_file=jem_cifar10.gin \\
       --gin_bindings='DEPTH = 10' --gin_bindings='WIDTH = 2' \\
       --gin_bindings='BATCH_SIZE = 32' --gin_bindings='BUFFER_SIZE = 1000' \\
+      [--mode=parts|fit|sampler_forms] \\
       [--jit_compile=auto|true|false] [--mixed_precision=mixed_bfloat16] \\
       [--iterations=20] [--warmup=3] [--json_out=FILE]
 
-Feeds the configured model random images of the configured data set's shape
-(no input pipeline in the measurement) and reports, as one JSON line:
+--mode=fit times `model.fit` on ebmkit's own input pipeline (`load_dataset`
+with the config's augmentation and noise) the way shared/bench/run_ref_jem.py
+times the reference: the differences between consecutive batch-end stamps
+(the first from the start of training), the median after --warmup, and the
+share of the machine's CPU other processes used meanwhile. The data are fake
+CIFAR-10 images prepared on disk by TFDS' own CIFAR-10 builder
+(`fake_cifar10`), so they are read, decoded, cached, shuffled, augmented and
+batched as real ones are. --feed=synthetic feeds `fit` one fixed batch
+instead (the input pipeline's share is the difference). Output: a JSON line,
+then `ebmkit_s_per_iter=<median> ...` (compare_reference.sh reads it).
+
+--mode=sampler_forms times η SGLD steps of the model's chain on a batch in
+each `LangevinSampler.loop` form, with and without XLA, and prints a table
+and a JSON line.
+
+--mode=parts (the default) feeds the configured model random images of the
+configured data set's shape (no input pipeline in the measurement) and
+reports, as one JSON line:
   - seconds per training iteration: median, min, max of --iterations after
     --warmup untimed ones (the first compiles);
   - SGLD steps per second of the standalone sampler (a batch of chains);
@@ -34,6 +52,16 @@ from absl import app  # pylint: disable=g-import-not-at-top
 from absl import flags
 from absl import logging
 
+flags.DEFINE_enum("mode", "parts", ["parts", "fit", "sampler_forms"],
+                  "What to time (see the module docstring).")
+flags.DEFINE_enum("feed", "pipeline", ["pipeline", "synthetic"],
+                  "--mode=fit: ebmkit's input pipeline on fake CIFAR-10 "
+                  "files, or one fixed batch.")
+flags.DEFINE_string("fake_data_dir", None, "--mode=fit: TFDS folder for the "
+                    "fake CIFAR-10 (default: $TMPDIR/ebmkit_bench_tfds).")
+flags.DEFINE_integer("fake_examples", 2048, "--mode=fit: fake training "
+                     "images (raised to fit --iterations + --warmup + 2 "
+                     "batches in one epoch, as the reference harness does).")
 flags.DEFINE_multi_string("gin_file", ["jem_digits.gin"], "Config(s).")
 flags.DEFINE_multi_string("gin_bindings", [], "Extra gin bindings.")
 flags.DEFINE_enum("jit_compile", "auto", ["auto", "true", "false"],
@@ -80,6 +108,17 @@ def forward_flops(model, example_shape):
 def main(argv):
   del argv
   logging.set_verbosity(logging.WARNING)
+  if FLAGS.mode == "fit":
+    import fit_benchmark  # pylint: disable=g-import-not-at-top
+    return fit_benchmark.run(FLAGS, forward_flops)
+  if FLAGS.mode == "sampler_forms":
+    import fit_benchmark  # pylint: disable=g-import-not-at-top
+    return fit_benchmark.sampler_forms(FLAGS)
+  return parts()
+
+
+def parts():
+  """--mode=parts: the iteration and its parts on a synthetic feed."""
   import keras  # pylint: disable=g-import-not-at-top
   import numpy as np  # pylint: disable=g-import-not-at-top
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
