@@ -1,103 +1,21 @@
 """EnergyModel: any Keras backbone trained as an energy-based model (JEM)."""
 
 import keras
-# Keras' monitoring callbacks read a metric's direction only inside this
-# container (see `_Reported`); Keras exports no public name for it.
-from keras.src.trainers import compile_utils
 import numpy as np
 import tensorflow as tf
 
 from ebmkit import buffer as buffer_lib
 from ebmkit import energy as energy_lib
+from ebmkit import model_metrics
+from ebmkit import objective
+from ebmkit import replicas
 from ebmkit import sampling
 from ebmkit import validation
 
-_TERMS = ("clf_loss", "px_loss", "pxy_loss", "l2_loss")
-
-# Which way is better, for Keras' callbacks in mode="auto" (EarlyStopping,
-# ModelCheckpoint, ReduceLROnPlateau). px_loss and pxy_loss (data-minus-
-# sample energy gaps, which training holds near 0) and the energies (levels)
-# have none: lower is not a better model, so monitoring them needs an
-# explicit mode, as Keras' error then says.
-_DIRECTIONS = {"loss": "down", "clf_loss": "down", "l2_loss": "down",
-               "accuracy": "up"}
-
-# Strings for the accuracy the model reports anyway (as "accuracy").
-_ACCURACY_NAMES = ("accuracy", "acc")
-
-# Semi-supervised batches: x is a dict of the p(x) batch (all images) and the
-# cross-entropy batch (labelled images only); y labels the latter.
-IMAGES = "images"
-LABELLED_IMAGES = "labelled_images"
-
-
-def split_images(x):
-  """(p(x) images, labelled images or None) of a batch's x."""
-  if isinstance(x, dict):
-    missing = {IMAGES, LABELLED_IMAGES} - set(x)
-    if missing:
-      raise ValueError(
-          f"A dict batch needs the keys {IMAGES!r} (images for p(x)) and "
-          f"{LABELLED_IMAGES!r} (the labelled images); it lacks "
-          f"{', '.join(sorted(missing))}.")
-    return x[IMAGES], x[LABELLED_IMAGES]
-  return x, None
-
-
-class _Reported(compile_utils.MetricsList):
-  """One metric as `EnergyModel.metrics` lists it, under the metric's name.
-
-  Keras' monitoring callbacks in mode="auto" read a metric's `_direction`
-  ("up"/"down") only from metrics inside a `MetricsList` or `CompileMetrics`
-  (keras/src/callbacks/monitor_callback.py); a bare metric in `model.metrics`
-  is never looked at, so `EarlyStopping(monitor="val_accuracy")` would need
-  mode="max". Wrapped one by one, the metrics keep their own names and
-  order in `metrics_names` and in `evaluate`'s list.
-  """
-
-  def __init__(self, metric):
-    super().__init__([metric], name=metric.name)
-
-  def result(self):
-    return self.metrics[0].result()
-
-
-def _compiled_metric(identifier):
-  """A `keras.metrics.Metric` for one entry of `compile(metrics=...)`."""
-  metric = keras.metrics.get(identifier)
-  if isinstance(metric, keras.metrics.Metric):
-    return metric
-  if callable(metric):  # A function (y_true, y_pred) -> values.
-    return keras.metrics.MeanMetricWrapper(
-        metric, name=getattr(metric, "__name__", None))
-  raise ValueError(f"Unknown metric {identifier!r}.")
-
-
-def _set_untracked(model, name, value):
-  """Sets an attribute past Keras' and TensorFlow's tracking.
-
-  For state that is not the model's: compiled metrics (Keras' `compile`
-  does not track its own either, and a built model refuses new tracked
-  state) and the compiled samplers (tracked, they would be saved with the
-  model, and `tf.saved_model.save(model)` fails on their captured seed
-  states).
-  """
-  object.__setattr__(model, name, value)
-
-
-def _require_labels(y, weight):
-  if y is None:
-    raise ValueError(f"{weight} > 0 needs labels: the data set must yield "
-                     "(image, label) pairs.")
-
-
-def _example_weights(y, sample_weight=None):
-  """Per-example weights of the cross-entropy and the classifier metrics:
-  0 for unlabelled examples (label < 0), else `sample_weight` (default 1)."""
-  weights = tf.cast(tf.cast(y, tf.int32) >= 0, tf.float32)
-  if sample_weight is not None:
-    weights *= tf.reshape(tf.cast(sample_weight, tf.float32), [-1])
-  return weights
+# The batches' layout, for users of the model (`objective` owns it).
+IMAGES = objective.IMAGES
+LABELLED_IMAGES = objective.LABELLED_IMAGES
+split_images = objective.split_images
 
 
 def has_batch_norm(layer):
@@ -175,7 +93,7 @@ class EnergyModel(keras.Model):
     self.l2_weight = float(l2_weight)
     self.px_conditional_chains = bool(px_conditional_chains)
     self.seed = seed
-    self.seed_generator = keras.random.SeedGenerator(seed)
+    self.seed_generator = replicas.SeedGenerator(seed)
     if separate_passes not in ("auto", True, False):
       raise ValueError(f"EnergyModel.separate_passes must be 'auto', True or "
                        f"False, got {separate_passes!r}.")
@@ -193,28 +111,22 @@ class EnergyModel(keras.Model):
 
     # l2_loss is tracked whenever sampling is on, so that a divergence
     # recovery can switch the penalty on; it is reported once its weight > 0.
-    tracked = ["loss"] + [t for t, w in zip(_TERMS, self._term_weights)
+    tracked = ["loss"] + [t for t, w in zip(objective.TERMS,
+                                            self._term_weights)
                           if w or (t == "l2_loss" and self.draws_samples)]
     if self.classifies:
       tracked.append("accuracy")
     tracked.append("energy_data")
     if self.draws_samples:
       tracked.append("energy_samples")
-    self._trackers = {}
-    for name in tracked:
-      if name == "accuracy":
-        metric = keras.metrics.SparseCategoricalAccuracy(name)
-      else:
-        metric = keras.metrics.Mean(name)
-        if name in _DIRECTIONS:
-          metric._direction = _DIRECTIONS[name]  # pylint: disable=protected-access
-      self._trackers[name] = metric
-    self._reported = {name: _Reported(m) for name, m in self._trackers.items()}
+    self._trackers = model_metrics.trackers(tracked)
+    self._reported = {name: model_metrics.Reported(m)
+                      for name, m in self._trackers.items()}
     # Metrics from `compile(metrics=..., weighted_metrics=...)`: (the metric
-    # wrapped as `_Reported`, whether it reads sample_weight).
-    _set_untracked(self, "_extra_metrics", [])
+    # wrapped as `model_metrics.Reported`, whether it reads sample_weight).
+    model_metrics.set_untracked(self, "_extra_metrics", [])
     # Compiled samplers for `sample`, by (conditional, xla).
-    _set_untracked(self, "_samplers", {})
+    model_metrics.set_untracked(self, "_samplers", {})
 
   # -- structure -------------------------------------------------------------
 
@@ -280,36 +192,16 @@ class EnergyModel(keras.Model):
           "would be ignored. Set the terms' weights with the EnergyModel "
           "arguments clf_weight, px_weight, pxy_weight and l2_weight, and "
           "leave loss and loss_weights out of compile().")
-    extra = []
-    for weighted, identifiers in ((False, metrics), (True, weighted_metrics)):
-      if identifiers is None:
-        continue
-      if not isinstance(identifiers, (list, tuple)):
-        raise ValueError(
-            f"EnergyModel.compile takes metrics as a list (the model has one "
-            f"classifier output), got {identifiers!r}.")
-      if identifiers and not self.classifies:
-        raise ValueError(
-            "compile(metrics=...) are computed on class predictions, but "
-            "this model has a ScalarEnergyHead (an unconditional EBM, no "
-            "classes).")
-      extra += [(_compiled_metric(i), weighted) for i in identifiers
-                if not (isinstance(i, str) and i in _ACCURACY_NAMES)]
-    names = list(self._trackers) + [m.name for m, _ in extra]
-    repeated = sorted({n for n in names if names.count(n) > 1})
-    if repeated:
-      raise ValueError(
-          f"EnergyModel.compile: metric names must be unique, and "
-          f"{', '.join(repeated)} is already reported (the model reports "
-          f"{', '.join(self._trackers)}); give the metric another `name`.")
+    extra = model_metrics.compile_metrics(metrics, weighted_metrics,
+                                          self.classifies, list(self._trackers))
     super().compile(optimizer=optimizer, metrics=metrics,
                     weighted_metrics=weighted_metrics, **kwargs)
     # Keras' own CompileMetrics would read the model's dict output; the train
     # and test steps update the metrics above instead. The compile config
     # still holds them, so a .keras file recompiles with them.
     self._compile_metrics = None
-    _set_untracked(self, "_extra_metrics",
-                   [(_Reported(m), w) for m, w in extra])
+    model_metrics.set_untracked(self, "_extra_metrics", [
+        (model_metrics.Reported(m), w) for m, w in extra])
 
   def compile_from_config(self, config):
     """Compiles as `get_compile_config()` (a .keras file) says, through this
@@ -317,6 +209,13 @@ class EnergyModel(keras.Model):
     self.compile(**keras.saving.deserialize_keras_object(config))
     if self.built:
       self.optimizer.build(self.trainable_variables)
+
+  def fit(self, *args, **kwargs):
+    """`keras.Model.fit`; under a `tf.distribute` strategy each replica's
+    chains use their own shard of the replay buffer, gathered back into it
+    when `fit` returns (`ebmkit.replicas`)."""
+    with replicas.sharded(self.replay_buffer, self.distribute_strategy):
+      return super().fit(*args, **kwargs)
 
   def summary(self, line_length=None, positions=None, print_fn=None,
               expand_nested=False, show_trainable=False, layer_range=None):
@@ -500,10 +399,9 @@ class EnergyModel(keras.Model):
         "energy"], sizes)
     named = {name: (out, e) for (name, _), out, e in zip(parts, outs,
                                                         energies)}
-    terms, clf_out, energy_samples = self._loss_terms(named, y, chains,
-                                                      sample_weight)
-    loss = tf.add_n([w * terms[t] for t, w in zip(_TERMS, self._term_weights)
-                     if w])
+    terms, clf_out, energy_samples = objective.loss_terms(
+        named, y, chains, self.clf_weight, self.l2_weight, sample_weight)
+    loss = objective.total(terms, self._term_weights)
     return loss, terms, clf_out, energy_samples
 
   def train_step(self, data):
@@ -534,7 +432,7 @@ class EnergyModel(keras.Model):
       self.replay_buffer.write(slots, samples)
       chains.append(("px", samples, None))
     if self.pxy_weight:
-      _require_labels(y, "pxy_weight")
+      objective.require_labels(y, "pxy_weight")
       # Unlabelled examples (label < 0) get a class drawn from p(y).
       labels = tf.cast(y, tf.int32)
       labels = tf.where(labels >= 0, labels,
@@ -546,8 +444,10 @@ class EnergyModel(keras.Model):
     with tf.GradientTape() as tape:
       loss, terms, clf_out, energy_samples = self._objective(
           x, x_labelled, y, sample_weight, chains, training=True)
+      # Keras sums the replicas' gradients under tf.distribute.
+      scaled_loss = replicas.scale_loss(loss)
     variables = self.trainable_variables
-    grads = tape.gradient(loss, variables)
+    grads = tape.gradient(scaled_loss, variables)
     self.optimizer.apply(grads, variables)
     return self._update_metrics(loss, terms, clf_out, y, energy_samples,
                                 sample_weight)
@@ -575,7 +475,7 @@ class EnergyModel(keras.Model):
     if self.px_weight:
       chains.append(("px", self.replay_buffer.stored(tf.shape(x)[0]), None))
     if self.pxy_weight:
-      _require_labels(y, "pxy_weight")
+      objective.require_labels(y, "pxy_weight")
       n = tf.shape(x_clf)[0]
       labels = tf.cast(y, tf.int32)
       labels = tf.where(labels >= 0, labels, tf.range(n) % self.num_classes)
@@ -585,71 +485,16 @@ class EnergyModel(keras.Model):
     return self._update_metrics(loss, terms, clf_out, y, energy_samples,
                                 sample_weight)
 
-  def _loss_terms(self, named, y, chains, sample_weight=None):
-    """Each term of the loss from the parts' (backbone output, energy)."""
-    data_out, e_data = named["data"]
-    clf_out = named["labelled"][0] if "labelled" in named else data_out
-    terms = {"energy_data": tf.reduce_mean(e_data)}
-    energy_samples = None
-    if self.clf_weight:
-      terms["clf_loss"] = self._cross_entropy(clf_out, y, sample_weight)
-    for name, _, labels in chains:
-      sample_out, e_marginal = named[name]
-      if name == "px":
-        e_samples = e_marginal
-        terms["px_loss"] = tf.reduce_mean(e_data) - tf.reduce_mean(e_samples)
-      else:
-        e_samples = energy_lib.class_energy_from_logits(sample_out, labels)
-        terms["pxy_loss"] = (
-            tf.reduce_mean(energy_lib.class_energy_from_logits(clf_out,
-                                                               labels))
-            - tf.reduce_mean(e_samples))
-      if energy_samples is None:
-        energy_samples = e_samples
-    if self.l2_weight:
-      l2 = tf.reduce_mean(tf.square(e_data))
-      if energy_samples is not None:
-        l2 += tf.reduce_mean(tf.square(energy_samples))
-      terms["l2_loss"] = l2
-    return terms, clf_out, energy_samples
-
   def _random_labels(self, n):
     """y ~ p(y), uniform over the classes."""
     return keras.random.randint((n,), 0, self.num_classes,
                                 seed=self.seed_generator)
 
-  def _cross_entropy(self, logits, y, sample_weight=None):
-    _require_labels(y, "clf_weight")
-    # Labels < 0 mark unlabelled examples (semi-supervised training): they
-    # count in the energy terms but not in the cross-entropy.
-    labelled = _example_weights(y)
-    ce = keras.losses.sparse_categorical_crossentropy(
-        tf.maximum(tf.cast(y, tf.int32), 0), logits, from_logits=True)
-    weights = _example_weights(y, sample_weight)
-    return tf.reduce_sum(ce * weights) / tf.maximum(tf.reduce_sum(labelled),
-                                                    1.0)
-
   def _update_metrics(self, loss, terms, logits, y, energy_samples,
                       sample_weight=None):
-    t = self._trackers
-    t["loss"].update_state(loss)
-    for name in _TERMS:
-      if name in t and name in terms:
-        t[name].update_state(terms[name])
-    if self.classifies and y is not None:
-      labels = tf.maximum(tf.cast(y, tf.int32), 0)
-      weights = _example_weights(y, sample_weight)
-      t["accuracy"].update_state(labels, logits, sample_weight=weights)
-      if self._extra_metrics:
-        probabilities = tf.nn.softmax(logits)
-        labelled = _example_weights(y)
-        for reported, weighted in self._extra_metrics:
-          reported.metrics[0].update_state(
-              labels, probabilities,
-              sample_weight=weights if weighted else labelled)
-    t["energy_data"].update_state(terms["energy_data"])
-    if "energy_samples" in t and energy_samples is not None:
-      t["energy_samples"].update_state(tf.reduce_mean(energy_samples))
+    model_metrics.update(self._trackers, self._extra_metrics, self.classifies,
+                         loss, terms, logits, y, energy_samples,
+                         sample_weight)
     return {m.name: m.result() for m in self.metrics}
 
   # -- serialization ---------------------------------------------------------

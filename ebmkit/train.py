@@ -12,14 +12,17 @@ import tensorflow as tf
 from ebmkit import callbacks as callbacks_lib
 from ebmkit import checkpoints
 from ebmkit import data
+from ebmkit import distribute as distribute_lib
 from ebmkit import experiment
 from ebmkit import gin_utils
 from ebmkit import models
 from ebmkit import recovery as recovery_lib
+from ebmkit import replicas
 from ebmkit import sampling
 from ebmkit import schedules
 from ebmkit import validation
 from ebmkit import workdir as workdir_lib
+from ebmkit import worker_loop
 
 
 def _fit_informative_init(model, train_ds):
@@ -37,8 +40,9 @@ def _fit_informative_init(model, train_ds):
 def _checked(ds, model):
   """The input check in the input pipeline: XLA compiles the train step's
   in-graph assertions away, so under jit_compile they run here instead."""
-  shape, data_range = (model.replay_buffer.sample_shape,
-                       model.replay_buffer.data_range)
+  buf = getattr(model, "replay_buffer", None)  # A GAN has none.
+  shape, data_range = ((buf.sample_shape, buf.data_range) if buf is not None
+                       else (model.sample_shape, model.data_range))
   check = lambda t: validation.check_tensor(t, shape, data_range)
   return ds.map(lambda x, y: (tf.nest.map_structure(check, x), y))
 
@@ -64,25 +68,27 @@ def _check_data(train_ds, info, model, split, steps_per_epoch):
 
 
 def _fit_to(model, train_ds, val_ds, steps_per_epoch, epochs, callbacks,
-            verbose):
-  """Runs `fit` from the optimizer's step to `epochs`; returns the history."""
+            verbose, fit=None):
+  """Runs `fit` (default `model.fit`) from the optimizer's step to `epochs`;
+  returns the history."""
+  fit = fit or model.fit
   step = int(model.optimizer.iterations.numpy())
   history = {}
   epoch, done_in_epoch = divmod(step, steps_per_epoch)
   if epoch < epochs and done_in_epoch:
     # Finish the interrupted epoch with the batches it still owes (the same
     # ones, when the pipeline does not shuffle).
-    h = model.fit(train_ds.skip(done_in_epoch),
-                  epochs=epoch + 1, initial_epoch=epoch, callbacks=callbacks,
-                  verbose=verbose, shuffle=False, validation_data=val_ds)
+    h = fit(train_ds.skip(done_in_epoch),
+            epochs=epoch + 1, initial_epoch=epoch, callbacks=callbacks,
+            verbose=verbose, shuffle=False, validation_data=val_ds)
     history = h.history
     epoch += 1
     if model.stop_training:
       return history
   if epoch < epochs:
-    h = model.fit(train_ds, epochs=epochs, initial_epoch=epoch,
-                  callbacks=callbacks, verbose=verbose, shuffle=False,
-                  validation_data=val_ds)
+    h = fit(train_ds, epochs=epochs, initial_epoch=epoch,
+            callbacks=callbacks, verbose=verbose, shuffle=False,
+            validation_data=val_ds)
     history = h.history
   return history
 
@@ -110,7 +116,8 @@ def train(workdir="ebmkit_runs/default", train_split="train",
           sample_grid_images=64, seed=0, verbose="auto", log_every_steps=10,
           recovery=True,
           max_recoveries=3, recovery_lr_factor=0.5, recovery_l2_increase=0.0,
-          loss_bound=1e4, energy_bound=1e4, gap_bound=1e3, fresh=False):
+          loss_bound=1e4, energy_bound=1e4, gap_bound=1e3, fresh=False,
+          distribute=None, sync_batch_norm=False, worker_timeout_s=None):
   """Trains an EnergyModel with `model.fit`, resuming from `workdir`.
 
   Writes to `workdir`: checkpoints/ (weights, optimizer, replay buffer, step),
@@ -162,6 +169,22 @@ def train(workdir="ebmkit_runs/default", train_split="train",
       recoveries and results are moved aside (`workdir.set_aside`), never
       deleted. Without it, a workdir whose checkpoints cannot be restored
       stops training with an error (nothing is deleted).
+    distribute: train on several devices or machines with `tf.distribute`:
+      None (one device), "mirrored" (every local GPU, else the CPU's logical
+      devices), "multi_worker" (one process per host, the cluster in
+      $TF_CONFIG; ebmkit's own loop, `worker_loop`), "tpu", or a
+      `tf.distribute.Strategy` (`distribute.strategy_for`). The global batch
+      (BATCH_SIZE) is split equally between the replicas, and so is the
+      replay buffer: each replica's chains read and write only its own part
+      (`ebmkit.replicas`); checkpoints hold all of it. With several
+      workers only the chief writes the workdir; the others write to
+      `workers/<type>_<index>/` in it, and all of them must be able to read
+      the chief's checkpoints (a shared file system) to resume.
+    sync_batch_norm: under a strategy, batch normalisation uses the global
+      batch's statistics (all-reduced each step) instead of each replica's.
+    worker_timeout_s: "multi_worker": seconds a collective may wait for the
+      other workers before training fails (None: no limit; TensorFlow's
+      health check still notices a lost worker).
 
   The workdir is locked while training (`workdir.Lock`): a second process
   on it fails at once. The configured learning rate applies on resume too
@@ -187,7 +210,9 @@ def train(workdir="ebmkit_runs/default", train_split="train",
                   recovery_l2_increase=recovery_l2_increase,
                   loss_bound=loss_bound, energy_bound=energy_bound,
                   gap_bound=gap_bound)
-  with workdir_lib.Lock(workdir) as lock:
+  # A non-chief worker of a multi-worker run locks and writes its scratch.
+  with workdir_lib.Lock(distribute_lib.write_dir(workdir, distribute)) as (
+      lock), distribute_lib.scope(distribute, worker_timeout_s) as strategy:
     if lock.note:
       print(lock.note)
     return _train(**{k: v for k, v in locals().items() if k != "lock"})
@@ -229,8 +254,14 @@ def _train(workdir, train_split, test_split, validation_split, epochs,
            keep_checkpoints, sample_grid_images, seed, verbose,
            log_every_steps, recovery,
            max_recoveries, recovery_lr_factor, recovery_l2_increase,
-           loss_bound, energy_bound, gap_bound, fresh):
-  """`train` with the workdir locked."""
+           loss_bound, energy_bound, gap_bound, fresh, distribute,
+           sync_batch_norm, worker_timeout_s, strategy):
+  """`train` with the workdir locked, in the scope of `strategy` (None: no
+  strategy)."""
+  del distribute, worker_timeout_s  # `strategy` is made of them.
+  # The chief's workdir; a non-chief worker writes to its scratch.
+  chief_workdir, workdir = workdir, distribute_lib.write_dir(workdir,
+                                                             strategy)
   if seed is not None:
     keras.utils.set_random_seed(seed)
   started = time.time()
@@ -244,8 +275,8 @@ def _train(workdir, train_split, test_split, validation_split, epochs,
   dataset = info.name
   model = experiment.build_model(info)
   xla = sampling.resolve_jit_compile(jit_compile)
-  model.compile(optimizer=optimizer or keras.optimizers.Adam(1e-4),
-                jit_compile=xla)
+  model.compile(optimizer=distribute_lib.optimizer_in_scope(
+      optimizer or keras.optimizers.Adam(1e-4), strategy), jit_compile=xla)
   if xla:
     train_ds = _checked(train_ds, model)
   # The configured rate, read before a checkpoint restores its own.
@@ -253,6 +284,9 @@ def _train(workdir, train_split, test_split, validation_split, epochs,
   _check_learning_rate(base_lr)
   steps_per_epoch = int(train_ds.cardinality())
   _check_data(train_ds, info, model, train_split, steps_per_epoch)
+  distribute_lib.check_split(strategy, train_ds, model)
+  if sync_batch_norm and strategy is not None:
+    distribute_lib.sync_batch_norm(model)
   schedule = schedules.schedule_of(model.optimizer)
   if isinstance(schedule, schedules.WarmupStepDecay) and (
       schedule.steps_per_epoch is None):
@@ -264,10 +298,14 @@ def _train(workdir, train_split, test_split, validation_split, epochs,
       print(f"Starting fresh: moved the earlier run's files to {moved}.")
   for orphan in checkpoints.remove_orphans(workdir):
     logging.warning("Removed %s, left by an interrupted save.", orphan)
+  distribute_lib.mirror_chief(strategy, chief_workdir, workdir)
   manager = checkpoints.make_manager(model, workdir)
   restored = checkpoints.restore_latest(manager, model, workdir)
+  distribute_lib.check_same_step(
+      strategy, int(model.optimizer.iterations.numpy()), chief_workdir)
   checkpoint_lr = recovery_lib.learning_rate(model.optimizer)
-  if not restored and model.replay_buffer.init == "informative":
+  if not restored and getattr(model, "replay_buffer", None) is not None and (
+      model.replay_buffer.init == "informative"):
     _fit_informative_init(model, train_ds)
   gin_utils.write_operative_config(workdir)
 
@@ -315,11 +353,18 @@ def _train(workdir, train_split, test_split, validation_split, epochs,
     callbacks.append(callbacks_lib.StepScalars(step_writer, log_every_steps))
   if verbose == 2:  # One line per epoch, by ebmkit rather than Keras.
     callbacks.append(callbacks_lib.EpochLog(epochs))
+  fit = None  # model.fit
+  if strategy is not None:
+    # Before the callbacks that read the buffer: its replicas' shards.
+    callbacks.insert(0, replicas.BufferSync(checkpoint_every_steps))
+    print(f"Training on {distribute_lib.describe(strategy)}.")
+    if distribute_lib.is_multi_worker(strategy):
+      fit = lambda *a, **k: worker_loop.fit(model, strategy, *a, **k)
   this_run = []
   while True:
     guard.reset()
     history = _fit_to(model, train_ds, val_ds, steps_per_epoch, epochs,
-                      callbacks, 1 if verbose == 1 else 0)
+                      callbacks, 1 if verbose == 1 else 0, fit)
     if guard.reason is None:
       break
     event = recovery_lib.recover(model, manager, guard, workdir, base_lr,
@@ -335,7 +380,11 @@ def _train(workdir, train_split, test_split, validation_split, epochs,
                                  event["rolled_back_to"])
 
   step_writer.close()
-  test_metrics = _floats(model.evaluate(test_ds, return_dict=True, verbose=0))
+  if distribute_lib.is_multi_worker(strategy):
+    test_metrics = worker_loop.evaluate(model, strategy, test_ds)
+  else:
+    test_metrics = _floats(model.evaluate(test_ds, return_dict=True,
+                                          verbose=0))
   steps = int(model.optimizer.iterations.numpy())
   path = workdir_lib.path(workdir, workdir_lib.RESULTS)
   results = workdir_lib.read_json(path, {})  # Keeps "evaluation" and runs.
@@ -360,6 +409,7 @@ def _train(workdir, train_split, test_split, validation_split, epochs,
                                       workdir_lib.LATEST_GRID),
       "runs": runs,
       "wall_time_s": round(sum(r["wall_time_s"] for r in runs), 1),
+      "distribute": distribute_lib.describe(strategy),
   })
   if model.classifies:
     results["test_accuracy"] = test_metrics.get("accuracy")

@@ -14,20 +14,25 @@ PACKAGE = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(
 RANKS = {
     # Foundations: no ebmkit imports.
     "ebmkit.workdir": 0, "ebmkit.validation": 0, "ebmkit.images": 0,
-    "ebmkit.schedules": 0, "ebmkit.torch_checkpoint": 0,
-    "ebmkit.datasets.sklearn_digits": 0,
+    "ebmkit.schedules": 0, "ebmkit.replicas": 0, "ebmkit.torch_checkpoint": 0,
+    "ebmkit.datasets.sklearn_digits": 0, "ebmkit.datasets.mixture": 0,
     # Layers and file formats.
     "ebmkit.datasets": 1, "ebmkit.gin_utils": 1, "ebmkit.energy": 1, "ebmkit.buffer": 1,
     "ebmkit.sampling": 1, "ebmkit.backbones": 1, "ebmkit.checkpoints": 1,
+    "ebmkit.gan_networks": 1, "ebmkit.ddls": 1,
+    # The objective's terms, then what the model reports to Keras.
+    "ebmkit.objective": 1.5, "ebmkit.model_metrics": 1.6,
     # The model.
-    "ebmkit.models": 2,
+    "ebmkit.models": 2, "ebmkit.gan": 2,
     # Data, experiment assembly, training parts, the four uses.
     "ebmkit.data": 3, "ebmkit.callbacks": 3, "ebmkit.recovery": 3,
-    "ebmkit.inference": 3,
-    "ebmkit.experiment": 4,
+    "ebmkit.inference": 3, "ebmkit.distribute": 3,
+    "ebmkit.experiment": 4, "ebmkit.worker_loop": 4,
     "ebmkit.evaluation": 4, "ebmkit.evaluation.metrics": 4,
     "ebmkit.evaluation.plots": 4, "ebmkit.evaluation.judge": 4,
     "ebmkit.evaluation.ood": 4, "ebmkit.evaluation.adversarial": 4,
+    # Markdown of GAN evaluations (asks nothing), below render.
+    "ebmkit.evaluation.gan_report": 3.9,
     # Markdown of evaluation dicts (asks only the workdir), below evaluate.
     "ebmkit.evaluation.render": 4,
     # What the evaluation's parts share, then the parts (one module each).
@@ -36,6 +41,7 @@ RANKS = {
     "ebmkit.evaluation.ood_detection": 4.7,
     "ebmkit.evaluation.robustness": 4.7,
     "ebmkit.evaluation.sample_quality": 4.7,
+    "ebmkit.evaluation.gan_eval": 4.7,
     # Training, evaluation, serving, conversion.
     "ebmkit.train": 5, "ebmkit.serving": 5, "ebmkit.convert": 5,
     "ebmkit.evaluation.evaluate": 5,
