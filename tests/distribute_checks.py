@@ -324,6 +324,37 @@ def exact_resume():
     np.testing.assert_array_equal(a, b)
 
 
+def recovery_and_outputs():
+  """`train` under the strategy: an absurd learning rate diverges, the run
+  rolls back to the verified initial checkpoint with the rate cut, and
+  finishes; its workdir holds what a one-device run writes."""
+  from ebmkit import train as train_lib  # pylint: disable=g-import-not-at-top
+  gin.clear_config()
+  gin_utils.parse(["jem_digits.gin"], [
+      "train.train_split = 'train[:256]'", "BUFFER_SIZE = 200",
+      "train.checkpoint_every_steps = 0", "train.verbose = 0", "EPOCHS = 2",
+      "LEARNING_RATE = 100.0", "train.recovery_lr_factor = 0.0001"])
+  workdir = tempfile.mkdtemp()
+  results = train_lib.train(workdir=workdir, distribute=STRATEGY)
+  assert results["distribute"].startswith("MirroredStrategy, 2 replicas"), (
+      results["distribute"])
+  assert len(results["recoveries"]) >= 1, results["recoveries"]
+  first = results["recoveries"][0]
+  assert first["rolled_back_to"].endswith("ckpt-0"), first
+  # 100 × 0.0001: the cut applied under the strategy too.
+  np.testing.assert_allclose(first["learning_rate"], 0.01, rtol=1e-5)
+  assert results["steps"] == 8, results["steps"]  # 2 epochs of 4 steps.
+  with open(os.path.join(workdir, "recoveries.json")) as f:
+    assert json.load(f) == results["recoveries"]
+  for path in ("samples/buffer_latest.png", "tensorboard",
+               "operative_config.gin"):
+    assert os.path.exists(os.path.join(workdir, path)), path
+  gin.clear_config()
+  model = experiment.load_model(workdir)  # One device reads it back.
+  for v in model.trainable_variables + [model.replay_buffer.samples]:
+    assert np.all(np.isfinite(v.numpy())), v.path
+
+
 CHECKS = {
     "equivalence_jem": lambda: equivalence("jem_digits.gin"),
     "equivalence_factored": lambda: equivalence("jem_factored_digits.gin"),
@@ -333,6 +364,7 @@ CHECKS = {
     "refuses_uneven_buffer": refuses_uneven_buffer,
     "sync_batch_norm": sync_batch_norm,
     "exact_resume": exact_resume,
+    "recovery_and_outputs": recovery_and_outputs,
 }
 
 

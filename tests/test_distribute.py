@@ -22,7 +22,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 CHECKS = ("equivalence_jem", "equivalence_factored", "equivalence_igebm",
           "ownership", "save_restore", "refuses_uneven_buffer",
-          "sync_batch_norm", "exact_resume")
+          "sync_batch_norm", "exact_resume", "recovery_and_outputs")
 
 
 def _env(**extra):
