@@ -200,7 +200,7 @@ def _numeric(value):
       and all(isinstance(v, float) for v in value))
 
 
-def _mean_and_std(results):
+def mean_and_std(results):
   """The first result with every float leaf (and list of floats) replaced by
   its mean over `results`, and a dict of the same nesting holding only their
   standard deviations. Other leaves (ints, strings, paths) are the first's."""
@@ -209,7 +209,7 @@ def _mean_and_std(results):
     mean, std = {}, {}
     for key, value in first.items():
       if all(isinstance(r, dict) and key in r for r in results):
-        mean[key], s = _mean_and_std([r[key] for r in results])
+        mean[key], s = mean_and_std([r[key] for r in results])
         if s is not None:
           std[key] = s
       else:
@@ -250,7 +250,7 @@ def over_draws(part, draws, seed, *args, **kwargs):
     raise ValueError(f"evaluate.draws must be at least 1, got {draws!r}.")
   seeds = [seed + i * DRAW_SEED_STRIDE for i in range(int(draws))]
   results = [part(*args, seed=s, **kwargs) for s in seeds]
-  mean, std = _mean_and_std(results)
+  mean, std = mean_and_std(results)
   mean["draws"], mean["seeds"] = len(seeds), seeds
   if len(seeds) > 1:
     mean["std"] = std or {}

@@ -166,7 +166,7 @@ def evaluate_gan(model, workdir, x_test, x_train, judge_fn=None,
         out["figures"]["scatter"] = scatter_figure(
             x_gan, x_ddls, common.figure_path(workdir, "gan_vs_ddls.png"))
   for kind, results in runs.items():
-    mean, std = common._mean_and_std(results)  # pylint: disable=protected-access
+    mean, std = common.mean_and_std(results)
     if std is not None and int(draws) > 1:
       mean["std"] = std
     out[kind] = mean
