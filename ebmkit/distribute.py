@@ -195,14 +195,21 @@ def check_split(strategy, train_ds, model):
   replicas = 1 if strategy is None else strategy.num_replicas_in_sync
   if replicas == 1:
     return
+  if getattr(model, "replay_buffer", None) is None:
+    # A GAN: its train step does not scale its losses for summed replica
+    # gradients, and nothing tests it under a strategy.
+    raise ValueError(
+        f"train.distribute trains EnergyModels (JEM, the factored model, "
+        f"IGEBM); a {type(model).__name__} trains on one device: remove the "
+        f"train.distribute binding.")
   batch_size = models.split_images(train_ds.element_spec[0])[0].shape[0]
   if batch_size is not None and batch_size % replicas:
     raise ValueError(
         f"The global batch ({batch_size}, BATCH_SIZE) is split into "
         f"{replicas} equal per-replica batches, but {replicas} does not "
         f"divide it: make BATCH_SIZE a multiple of {replicas}.")
-  buf = getattr(model, "replay_buffer", None)
-  if buf is not None and model.draws_samples and buf.slice_size % replicas:
+  buf = model.replay_buffer
+  if model.draws_samples and buf.slice_size % replicas:
     classes = buf.num_classes or 1
     raise ValueError(
         f"The replay buffer ({buf.size} samples"

@@ -75,6 +75,10 @@ def test_split_is_checked_before_training():
   distribute.check_split(_fake_strategy(4), _dataset(64),
                          _fake_model(2000, 10))
   distribute.check_split(None, _dataset(63), _fake_model(7))
+  # A model without a replay buffer (a GAN) is refused under a strategy.
+  with pytest.raises(ValueError, match="a GAN trains on one device"):
+    distribute.check_split(_fake_strategy(2), _dataset(64),
+                           type("GAN", (), {})())
 
 
 def test_strategy_names(monkeypatch):

@@ -162,33 +162,36 @@ def evaluate(workdir="ebmkit_runs/default", test_split="test",
 
   train_split = train_split or gin_utils.bound("train.train_split", "train")
   x_train, y_train = common.arrays(data.load_dataset(split=train_split,
-                                               training=False))
-  if isinstance(model, gan_lib.GAN):  # G(z) vs DDLS (evaluate_gan).
-    judge = None
-    if len(model.sample_shape) == 3:
-      judge, result["judge_test_accuracy"] = parts(
-          "independent classifier", common.train_judge)(
-          x_train, y_train, x_test, y_test, info.num_classes, workdir,
-          epochs=judge_epochs, learning_rate=judge_learning_rate,
-          batch_size=judge_batch_size, width=judge_width)
-    result.update(parts("G(z) and DDLS samples", gan_eval.evaluate_gan)(
-        model, workdir, x_test, x_train, judge_fn=lambda: judge,
-        feature_extractor=feature_extractor,
-        fid_network_path=fid_network_path, seed=seed))
+                                                     training=False))
+
+  def train_judge(x, y):
+    judge, result["judge_test_accuracy"] = parts(
+        "independent classifier", common.train_judge)(
+        x, y, x_test, y_test, info.num_classes, workdir, epochs=judge_epochs,
+        learning_rate=judge_learning_rate, batch_size=judge_batch_size,
+        width=judge_width)
+    return judge
+
+  def finish():
     result["wall_time_s"] = round(time.time() - started, 1)
     parts("results.json and report.md", save)(workdir, result)
     callbacks.write_evaluation_summaries(workdir, result)
     return result
+
+  if isinstance(model, gan_lib.GAN):  # G(z) vs DDLS (evaluate_gan).
+    judge = (train_judge(x_train, y_train) if len(model.sample_shape) == 3
+             else None)
+    result.update(parts("G(z) and DDLS samples", gan_eval.evaluate_gan)(
+        model, workdir, x_test, x_train, judge_fn=lambda: judge,
+        feature_extractor=feature_extractor,
+        fid_network_path=fid_network_path, seed=seed))
+    return finish()
   x_judge, y_judge, x_held, y_held, held_out = common.load_held_out(
       x_train, y_train, train_split, calibration_split, held_out_fraction)
   result["held_out"] = held_out
-  judge, result["judge_test_accuracy"] = parts(
-      "independent classifier", common.train_judge)(
-      x_judge, y_judge, x_test, y_test, info.num_classes, workdir,
-      epochs=judge_epochs, learning_rate=judge_learning_rate,
-      batch_size=judge_batch_size, width=judge_width)
-  extractor = common.select_extractor(judge, info.image_shape, feature_extractor,
-                               fid_network_path)
+  judge = train_judge(x_judge, y_judge)
+  extractor = common.select_extractor(judge, info.image_shape,
+                                      feature_extractor, fid_network_path)
   result["feature_extractor"] = {"name": extractor.name,
                                  "label": extractor.label,
                                  "description": extractor.description,
@@ -196,9 +199,11 @@ def evaluate(workdir="ebmkit_runs/default", test_split="test",
   names = common.class_names(info.name, info.num_classes)
 
   if model.classifies:
-    result.update(parts("accuracy and calibration", classification_lib.classification)(
+    result.update(parts("accuracy and calibration",
+                        classification_lib.classification)(
         model, x_test, y_test, workdir, num_bins))
-    result["detection"] = parts("detection threshold", classification_lib.detection)(
+    result["detection"] = parts("detection threshold",
+                                classification_lib.detection)(
         model, x_held, y_held, x_test, y_test, held_out,
         target_fpr=detection_fpr)
   result["ood"] = parts("OOD detection", common.over_draws)(
@@ -227,7 +232,4 @@ def evaluate(workdir="ebmkit_runs/default", test_split="test",
       num_samples=num_samples or common.default_num_samples(info.image_shape),
       conditional_per_class=conditional_per_class, seed=seed, rng=rng,
       draws=draws if sample_draws is None else sample_draws, names=names)
-  result["wall_time_s"] = round(time.time() - started, 1)
-  parts("results.json and report.md", save)(workdir, result)
-  callbacks.write_evaluation_summaries(workdir, result)
-  return result
+  return finish()

@@ -130,8 +130,9 @@ def evaluate_gan(model, workdir, x_test, x_train, judge_fn=None,
     out["discriminator_calibration"] = model.calibrate_discriminator(
         x_train[:calibration_examples], seed=seed)
   else:
-    out["discriminator_calibration"] = {"skipped": "the discriminator is trained as a "
-                                     "logit (non-saturating loss)"}
+    out["discriminator_calibration"] = {
+        "skipped": "the discriminator is trained as a logit (non-saturating "
+                   "loss)"}
   extractor = real_features = None
   if is_image:
     judge = judge_fn()

@@ -80,8 +80,8 @@ def robustness(model, x_test, y_test, workdir,
         accs.append(adversarial.accuracy(fn, x_adv, y, batch_size=100))
       out[norm][label] = {"eps": list(map(float, grid)), "accuracy": accs}
       curves[norm][label] = (list(grid), accs)
-  out["figure"] = plots.robustness_curves(curves,
-                                          common.figure_path(workdir, "robustness.png"))
+  out["figure"] = plots.robustness_curves(
+      curves, common.figure_path(workdir, "robustness.png"))
   return out
 
 

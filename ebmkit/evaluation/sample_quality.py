@@ -67,17 +67,18 @@ def samples(model, extractor, judge, x_test, num_classes, workdir, steps=1000,
                              "standard": extractor.standard},
          "fid_reference": {"split": "test", "examples": int(len(x_test))}}
   real_features = extractor.features(x_test)
-  fresh = [common.sample_in_chunks(model, num_samples, steps) for _ in range(draws)]
-  out["figures"] = {"fresh": common.save_grid(fresh[0][:64],
-                                   common.figure_path(workdir, "samples_fresh.png"))}
+  fresh = [common.sample_in_chunks(model, num_samples, steps)
+           for _ in range(draws)]
+  out["figures"] = {"fresh": common.save_grid(
+      fresh[0][:64], common.figure_path(workdir, "samples_fresh.png"))}
   out["fresh"] = _is_fid(extractor, real_features, fresh)
   if model.draws_samples:
     buf = model.replay_buffer
     n = min(num_samples, buf.size)
     stored = [tf.gather(buf.samples.value, rng.choice(
         buf.size, n, replace=False)).numpy() for _ in range(draws)]
-    out["figures"]["buffer"] = common.save_grid(stored[0][:64],
-                                     common.figure_path(workdir, "samples_buffer.png"))
+    out["figures"]["buffer"] = common.save_grid(
+        stored[0][:64], common.figure_path(workdir, "samples_buffer.png"))
     out["buffer"] = _is_fid(extractor, real_features, stored)
   else:
     out["buffer"] = {"skipped": "the model never samples in training "
