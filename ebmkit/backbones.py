@@ -6,20 +6,27 @@ import keras
 
 @gin.configurable
 def small_convnet(num_classes=10, widths=(32, 64, 128), activation="swish",
-                  dropout=0.0, name="small_convnet"):
-  """A small all-convolutional classifier for small images (e.g. 8×8 digits).
+                  dropout=0.0, name="small_convnet", strides=None,
+                  pool="average", dense_units=()):
+  """A small convolutional classifier for small images (8×8 digits, 28×28
+  Fashion-MNIST).
 
-  The first convolution keeps the resolution; each later one halves it
-  (stride 2). Global average pooling and a dense layer give the logits.
+  3×3 convolutions (by default the first keeps the resolution and each later
+  one halves it), then global average pooling or a flattening of the last
+  feature map, optional hidden dense layers, and a dense layer of logits.
   Smooth activations (swish) give SGLD smoother input gradients than ReLU.
 
   Args:
     num_classes: K, the number of logits (1 for a scalar-energy backbone).
     widths: filters of each 3×3 convolution.
-    activation: activation after each convolution (e.g. "swish",
-      "leaky_relu", "relu").
+    activation: activation after each convolution and hidden dense layer
+      (e.g. "swish", "leaky_relu", "relu").
     dropout: dropout rate before the read-out (0 disables it).
     name: the model's name.
+    strides: stride of each convolution (default: 1, then 2 for the rest).
+    pool: "average" (global average pooling) or "flatten" (keeps where
+      features are: the read-out sees the whole last feature map).
+    dense_units: widths of hidden dense layers before the logits.
 
   Returns:
     An unbuilt `keras.Sequential`; it is built on first use.
@@ -29,13 +36,24 @@ def small_convnet(num_classes=10, widths=(32, 64, 128), activation="swish",
                      f"{num_classes}.")
   if not widths:
     raise ValueError("small_convnet.widths needs at least one layer width.")
+  strides = tuple(strides) if strides is not None else (
+      (1,) + (2,) * (len(widths) - 1))
+  if len(strides) != len(widths):
+    raise ValueError(f"small_convnet.strides {strides} needs one stride per "
+                     f"width {tuple(widths)}.")
+  if pool not in ("average", "flatten"):
+    raise ValueError(f"small_convnet.pool must be 'average' or 'flatten', "
+                     f"got {pool!r}.")
   layers = []
-  for i, width in enumerate(widths):
+  for i, (width, stride) in enumerate(zip(widths, strides)):
     layers.append(keras.layers.Conv2D(
-        int(width), 3, strides=1 if i == 0 else 2, padding="same",
-        name=f"conv{i}"))
+        int(width), 3, strides=int(stride), padding="same", name=f"conv{i}"))
     layers.append(keras.layers.Activation(activation, name=f"act{i}"))
-  layers.append(keras.layers.GlobalAveragePooling2D(name="pool"))
+  layers.append(keras.layers.GlobalAveragePooling2D(name="pool")
+                if pool == "average" else keras.layers.Flatten(name="flatten"))
+  for i, units in enumerate(dense_units):
+    layers.append(keras.layers.Dense(int(units), name=f"dense{i}"))
+    layers.append(keras.layers.Activation(activation, name=f"dense_act{i}"))
   if dropout:
     layers.append(keras.layers.Dropout(dropout, name="dropout"))
   layers.append(keras.layers.Dense(num_classes, name="logits"))

@@ -243,6 +243,7 @@ class PartProgress:
         self.stream, "isatty") else bool(tty))
     self.every_s = every_s or (1.0 if self.tty else 30.0)
     self.index = 0
+    self.times = {}  # part name -> seconds it took (finished parts)
     self._lock = threading.Lock()
 
   def _write(self, text):
@@ -288,6 +289,7 @@ class PartProgress:
       finally:
         stop.set()
         ticker.join()
+        self.times[name] = round(time.time() - started, 1)
         self._write(("\r\x1b[K" if self.tty else "")
                     + f"{label}: {outcome} {time.time() - started:.1f} s\n")
     return run

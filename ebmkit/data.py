@@ -12,6 +12,7 @@ import tensorflow as tf
 import tensorflow_datasets as tfds
 
 from ebmkit import datasets as embedded_datasets
+from ebmkit.datasets import idx
 from ebmkit import gin_utils
 from ebmkit import models
 
@@ -82,8 +83,49 @@ def _how_to_prepare(name, data_dir):
       f"config=tfds.download.DownloadConfig(manual_dir='...')).")
 
 
-def tfds_load(name, split, data_dir=None, download=True, supervised=True):
+def _how_to_prepare_from_idx(name):
+  source = idx.SOURCES[name]
+  package = (f" (Debian: `apt-get install {source.debian_package}` puts "
+             f"them in {source.default_dirs[0]}, found without "
+             f"configuration)" if source.debian_package else "")
+  return (f"Or, offline: name a folder holding the four standard IDX files "
+          f"({', '.join(idx.FILES.values())}, each optionally .gz) with "
+          f"--gin_bindings=\"load_dataset.idx_dir='...'\" or "
+          f"${source.env_var}{package}; ebmkit then prepares TFDS's own "
+          f"{name!r} from them.")
+
+
+def _prepare_from_idx(name, data_dir, idx_dir):
+  """Prepares an IDX-backed data set from local files if they are found.
+
+  Returns:
+    Whether it was prepared.
+
+  Raises:
+    DatasetUnavailableError: a named folder lacks the files, or a file is
+      damaged (nothing is written then).
+  """
+  try:
+    folder = idx.locate(name, idx_dir)
+    if folder is None:
+      return False
+    print(f"Preparing TFDS data set {name!r} in {data_dir} from the IDX "
+          f"files in {folder} (once; about 15 s).", flush=True)
+    idx.prepare(name, folder, data_dir)
+  except (FileNotFoundError, idx.IdxFormatError) as e:
+    raise DatasetUnavailableError(f"{e} Nothing was prepared.") from None
+  return True
+
+
+def tfds_load(name, split, data_dir=None, download=True, supervised=True,
+              idx_dir=None):
   """`tfds.load` with a clear error when the data cannot be had.
+
+  TFDS's MNIST-family data sets (`idx.SOURCES`: fashion_mnist, mnist) are
+  prepared from their four IDX files when these are on this machine (the
+  folder `idx_dir`, else the data set's environment variable, else where
+  Debian's package puts them), with TFDS's own builder: the same data set a
+  download gives, without the network. Otherwise they download as usual.
 
   Args:
     name: TFDS name, e.g. "sklearn_digits" or "cifar10".
@@ -94,13 +136,15 @@ def tfds_load(name, split, data_dir=None, download=True, supervised=True):
       data sets (shipped inside an installed package) are always prepared.
     supervised: yield (image, label) pairs; else TFDS's feature dicts (for
       data sets without supervised keys, e.g. CelebA as an OOD set).
+    idx_dir: a folder with the four IDX files of an MNIST-family data set.
 
   Returns:
     (tf.data.Dataset, tfds.core.DatasetInfo).
 
   Raises:
     DatasetUnavailableError: the data set is not prepared in `data_dir` and
-      cannot be downloaded (download disabled or no network).
+      cannot be downloaded (download disabled or no network), or its named
+      IDX files are missing or damaged.
   """
   data_dir = _data_dir(data_dir)
   embedded = name in embedded_datasets.EMBEDDED
@@ -123,23 +167,30 @@ def tfds_load(name, split, data_dir=None, download=True, supervised=True):
       raise ValueError(f"Bad split {split!r} for {name!r}: "
                        f"{str(e).splitlines()[0]}") from None
     raise
+  if name in idx.SOURCES and _prepare_from_idx(name, data_dir, idx_dir):
+    return tfds.load(name, split=split, data_dir=data_dir, download=False,
+                     as_supervised=supervised, with_info=True)
   if not embedded:
     where = f"Data set {name!r} is not prepared in {data_dir}"
+    offline = (" " + _how_to_prepare_from_idx(name)
+               if name in idx.SOURCES else "")
     if not download:
       raise DatasetUnavailableError(
           f"{where}, and downloading is off (download=False). "
-          + _how_to_prepare(name, data_dir))
+          + _how_to_prepare(name, data_dir) + offline)
     if not _network_available():
       raise DatasetUnavailableError(
           f"{where}, and this machine cannot reach the download servers. "
-          + _how_to_prepare(name, data_dir))
+          + _how_to_prepare(name, data_dir) + offline)
   try:
     return tfds.load(name, split=split, data_dir=data_dir, download=True,
                      as_supervised=supervised, with_info=True)
   except (OSError, ConnectionError) as e:
     raise DatasetUnavailableError(
         f"Downloading data set {name!r} into {data_dir} failed ({e}). "
-        + _how_to_prepare(name, data_dir)) from e
+        + _how_to_prepare(name, data_dir)
+        + (" " + _how_to_prepare_from_idx(name) if name in idx.SOURCES
+           else "")) from e
 
 
 def dataset_info(name=DEFAULT_DATASET, data_dir=None):
@@ -241,7 +292,7 @@ def load_dataset(name=DEFAULT_DATASET, split="train", batch_size=64,
                  training=True, data_noise=0.03, data_dir=None, download=True,
                  shuffle_buffer=10000, seed=None, with_info=False,
                  augment=False, flip=True, labels_per_class=None,
-                 labels_seed=0, cache=True):
+                 labels_seed=0, cache=True, idx_dir=None):
   """Batches of (image in [-1, 1], label) from a TFDS data set.
 
   Args:
@@ -271,6 +322,8 @@ def load_dataset(name=DEFAULT_DATASET, split="train", batch_size=64,
     cache: keep the decoded uint8 split in memory after the first pass, so
       later epochs skip reading and decoding (CIFAR-10's 45,000 images: 138
       MB); the random augmentation and noise stay per epoch.
+    idx_dir: for fashion_mnist and mnist, a folder holding the four standard
+      IDX files to prepare TFDS's data set from offline (see `tfds_load`).
 
   Returns:
     A `tf.data.Dataset` of (float32 images [b, H, W, C], int32 labels [b])
@@ -282,7 +335,8 @@ def load_dataset(name=DEFAULT_DATASET, split="train", batch_size=64,
   if data_noise < 0:
     raise ValueError(
         f"load_dataset.data_noise (σ_data) must be >= 0, got {data_noise}.")
-  ds, _ = tfds_load(name, split, data_dir=data_dir, download=download)
+  ds, _ = tfds_load(name, split, data_dir=data_dir, download=download,
+                    idx_dir=idx_dir)
   noise = data_noise if training else 0.0
 
   def pipeline(ds, repeat=False):

@@ -29,28 +29,39 @@ def _sn(layer, spectral_norm):
 
 @gin.configurable
 def dcgan_generator(latent_dim=32, width=64, channels=1,
-                    name="dcgan_generator"):
-  """DCGAN-style generator for 8×8 images: dense to 4×4, one transposed
-  convolution to 8×8, batch norm and ReLU between, tanh output in [−1, 1].
+                    name="dcgan_generator", start_size=4, upsamples=1):
+  """DCGAN-style generator: dense to start_size², then `upsamples`
+  transposed convolutions that each double the size, batch norm and ReLU
+  between, tanh output in [−1, 1]. The defaults make 8×8 images (digits);
+  start_size=7, upsamples=2 make 28×28 (Fashion-MNIST).
 
   Args:
     latent_dim: size of z.
-    width: filters of the 8×8 layer (the 4×4 layer has twice as many).
+    width: filters of the last (full-size) layer; each smaller layer has
+      twice as many as the next.
     channels: channels of the images.
     name: the model's name.
+    start_size: side of the first feature map.
+    upsamples: transposed convolutions (each doubles the side).
 
   Returns:
-    A functional `keras.Model` z [b, latent_dim] -> x [b, 8, 8, channels].
+    A functional `keras.Model` z [b, latent_dim] ->
+    x [b, start_size·2^upsamples, start_size·2^upsamples, channels].
   """
+  start_size, upsamples = int(start_size), int(upsamples)
   z = keras.Input((int(latent_dim),), name="z")
-  h = keras.layers.Dense(4 * 4 * 2 * width, use_bias=False, name="project")(z)
+  filters = width * 2 ** upsamples
+  h = keras.layers.Dense(start_size * start_size * filters, use_bias=False,
+                         name="project")(z)
   h = keras.layers.BatchNormalization(name="bn0")(h)
   h = keras.layers.ReLU()(h)
-  h = keras.layers.Reshape((4, 4, 2 * width))(h)
-  h = keras.layers.Conv2DTranspose(width, 4, strides=2, padding="same",
-                                   use_bias=False, name="up1")(h)
-  h = keras.layers.BatchNormalization(name="bn1")(h)
-  h = keras.layers.ReLU()(h)
+  h = keras.layers.Reshape((start_size, start_size, filters))(h)
+  for i in range(1, upsamples + 1):
+    h = keras.layers.Conv2DTranspose(width * 2 ** (upsamples - i), 4,
+                                     strides=2, padding="same",
+                                     use_bias=False, name=f"up{i}")(h)
+    h = keras.layers.BatchNormalization(name=f"bn{i}")(h)
+    h = keras.layers.ReLU()(h)
   x = keras.layers.Conv2D(channels, 3, padding="same", activation="tanh",
                           name="to_image")(h)
   return keras.Model(z, x, name=name)

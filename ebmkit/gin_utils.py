@@ -326,8 +326,10 @@ def write_operative_config(workdir, complete=False):
   Args:
     workdir: the workdir.
     complete: write every parsed binding (`gin.config_str()`), not only those
-      of configurables called so far. A converted checkpoint needs it: no data
-      set was loaded, yet evaluation must know which (`load_dataset.name`).
+      of configurables called so far. Training needs it for the settings of
+      the later modes (`evaluate.*` is not called while training), and a
+      converted checkpoint for all of them: no data set was loaded, yet
+      evaluation must know which (`load_dataset.name`).
   """
   return workdir_lib.write_text(
       workdir_lib.path(workdir, workdir_lib.OPERATIVE_CONFIG),

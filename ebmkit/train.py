@@ -307,7 +307,10 @@ def _train(workdir, train_split, test_split, validation_split, epochs,
   if not restored and getattr(model, "replay_buffer", None) is not None and (
       model.replay_buffer.init == "informative"):
     _fit_informative_init(model, train_ds)
-  gin_utils.write_operative_config(workdir)
+  # Complete: the experiment's settings of the modes that run later
+  # (`evaluate.*` for --mode=eval, `export.*`) are never called here, and
+  # gin's operative config would drop them.
+  gin_utils.write_operative_config(workdir, complete=True)
 
   # The configured learning rate applies (also on resume), times the cuts
   # that earlier recoveries of this configuration left in force.

@@ -48,3 +48,17 @@ def test_metrics_reads_the_evaluation_it_names():
   assert got["ood_log_px_interp"] == 0.8 and got["ood_log_px_photos"] is None
   assert got["pgd_linf_0.2"] == 0.7 and got["pgd_linf_0.3_defended"] == 0.6
   assert got["distal_distance"] == 6.5 and got["conditional_judged"] == 1.0
+
+
+def test_fashion_mnist_claims_cover_every_score_and_ood_set():
+  setting = claims.DATASETS["fashion_mnist"]
+  rows = claims.claims_for(setting["ood_sets"], setting["scores"],
+                           setting["data"])
+  ood_rows = [r for r in rows if r[2].startswith("ood_")]
+  assert len(ood_rows) == 3 * 7  # every score against every OOD set
+  assert ("JEM's max p(y|x) detects mnist better (AUROC)", "jem",
+          "ood_max_prob_mnist", "clf", "ood_max_prob_mnist", +1) in rows
+  evaluation = {"ood": {"auroc": {"neg_grad_norm": {"vflip": 0.61}}}}
+  got = claims.metrics(evaluation, setting["ood_sets"], setting["scores"])
+  assert got["ood_neg_grad_norm_vflip"] == 0.61
+  assert got["ood_log_px_mnist"] is None

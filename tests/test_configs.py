@@ -43,7 +43,10 @@ def test_configs_are_shipped():
   for name in ("jem_digits.gin", "igebm_digits.gin", "jem_factored_digits.gin",
                "clf_digits.gin", "jem_cifar10.gin", "igebm_cifar10.gin",
                "jem_factored_cifar10.gin", "jem_cifar100.gin", "jem_svhn.gin",
-               "wrn_cifar10.gin"):
+               "wrn_cifar10.gin", "jem_fashion_mnist.gin",
+               "clf_fashion_mnist.gin", "jem_factored_fashion_mnist.gin",
+               "igebm_fashion_mnist.gin", "gan_fashion_mnist.gin",
+               "ddls_fashion_mnist.gin"):
     assert name in EXPERIMENTS
 
 
@@ -80,7 +83,7 @@ def test_ddls_configs_build_their_gan_and_run_ddls(name):
   # steps on CIFAR-10, the README's 100 on the digits, 500 on the mixture.
   assert model.latent_sampler.steps == {
       "ddls_cifar10.gin": 1000, "ddls_digits.gin": 100,
-      "ddls_mog25.gin": 500}[name]
+      "ddls_mog25.gin": 500, "ddls_fashion_mnist.gin": 100}[name]
   z = np.random.default_rng(0).normal(
       size=(3, model.latent_dim)).astype(np.float32)
   x = model.ddls_sample(z0=z, steps=2).numpy()

@@ -16,6 +16,7 @@ RANKS = {
     "ebmkit.workdir": 0, "ebmkit.validation": 0, "ebmkit.images": 0,
     "ebmkit.schedules": 0, "ebmkit.replicas": 0, "ebmkit.torch_checkpoint": 0,
     "ebmkit.datasets.sklearn_digits": 0, "ebmkit.datasets.mixture": 0,
+    "ebmkit.datasets.idx": 0,
     # Layers and file formats.
     "ebmkit.datasets": 1, "ebmkit.gin_utils": 1, "ebmkit.energy": 1, "ebmkit.buffer": 1,
     "ebmkit.sampling": 1, "ebmkit.backbones": 1, "ebmkit.checkpoints": 1,

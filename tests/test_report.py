@@ -389,3 +389,12 @@ def test_eot_averages_the_gradient_over_calls():
   np.testing.assert_allclose(
       adversarial.pgd(linear_logits, x, y, 0.1, eot_samples=4, seed=3),
       adversarial.pgd(linear_logits, x, y, 0.1, seed=3), rtol=1e-6)
+
+
+def test_the_report_says_how_long_each_part_took():
+  from ebmkit.evaluation import gan_report  # pylint: disable=g-import-not-at-top
+  line = gan_report.took({"wall_time_s": 12.3, "part_times_s": {
+      "OOD detection": 4.04, "samples (IS, FID)": 7.6}})
+  assert line == ("Evaluation took 12.3 s: OOD detection 4 s, samples "
+                  "(IS, FID) 8 s.")
+  assert gan_report.took({"wall_time_s": 5}) == "Evaluation took 5 s."

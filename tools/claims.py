@@ -1,4 +1,5 @@
-"""Which of the JEM paper's claims hold on the embedded digits, over seeds.
+"""Which of the JEM paper's claims hold, over seeds, on the embedded digits
+or on Fashion-MNIST.
 
 Trains the shipped JEM and plain-classifier configs with several seeds,
 evaluates each workdir with the shipped evaluation, and writes a table of
@@ -6,6 +7,8 @@ mean ± standard deviation per model and a verdict per claim that the spread
 allows:
 
   python tools/claims.py --seeds=3 --out=ebmkit_runs/claims
+  python tools/claims.py --dataset=fashion_mnist --seeds=3 \
+      --out=ebmkit_runs/claims_fashion_mnist
   python tools/claims.py --seeds=3 --out=... --skip_training   # re-tabulate
 
 A claim "A beats B on m" holds when the difference of the means, in the
@@ -23,8 +26,22 @@ import statistics
 import subprocess
 import sys
 
-MODELS = {"jem": "jem_digits.gin", "clf": "clf_digits.gin"}
-OOD_SETS = ("interp", "uniform", "constant", "photos")
+DATASETS = {
+    "digits": {"models": {"jem": "jem_digits.gin", "clf": "clf_digits.gin"},
+               "ood_sets": ("interp", "uniform", "constant", "photos"),
+               "scores": ("log_px",), "data": "digits"},
+    "fashion_mnist": {
+        "models": {"jem": "jem_fashion_mnist.gin",
+                   "clf": "clf_fashion_mnist.gin"},
+        "ood_sets": ("mnist", "digits28", "vflip", "inverted", "uniform",
+                     "constant", "interp"),
+        "scores": ("log_px", "max_prob", "neg_grad_norm"),
+        "data": "Fashion-MNIST images"},
+}
+MODELS = DATASETS["digits"]["models"]
+OOD_SETS = DATASETS["digits"]["ood_sets"]
+SCORE_WORDS = {"log_px": "log p(x)", "max_prob": "max p(y|x)",
+               "neg_grad_norm": "gradient norm"}
 
 
 def _get(d, *path):
@@ -49,7 +66,7 @@ def _pgd(evaluation, label, eps):
   return None
 
 
-def metrics(evaluation):
+def metrics(evaluation, ood_sets=OOD_SETS, scores=("log_px",)):
   """The quantities the claims compare, from one evaluation dict."""
   out = {
       "accuracy": _get(evaluation, "accuracy"),
@@ -59,38 +76,44 @@ def metrics(evaluation):
       "conditional_judged": _get(evaluation, "samples", "conditional",
                                  "judge_accuracy"),
   }
-  for s in OOD_SETS:
-    out[f"ood_log_px_{s}"] = _get(evaluation, "ood", "auroc", "log_px", s)
+  for score in scores:
+    for s in ood_sets:
+      out[f"ood_{score}_{s}"] = _get(evaluation, "ood", "auroc", score, s)
   for eps in (0.2, 0.3):
     out[f"pgd_linf_{eps}"] = _pgd(evaluation, "undefended", eps)
     out[f"pgd_linf_{eps}_defended"] = _pgd(evaluation, "SGLD defence", eps)
   return out
 
 
-# (claim, model A, metric A, model B, metric B, direction: A should be
-# higher (+1) or lower (-1)).
-CLAIMS = [
-    ("JEM's accuracy is at least the classifier's", "jem", "accuracy",
-     "clf", "accuracy", +1),
-    ("JEM is better calibrated (lower ECE)", "jem", "ece", "clf", "ece", -1),
-] + [
-    (f"JEM's log p(x) detects {s} better (AUROC)", "jem",
-     f"ood_log_px_{s}", "clf", f"ood_log_px_{s}", +1) for s in OOD_SETS
-] + [
-    (f"The SGLD defence raises JEM's accuracy under L∞ PGD ε={eps}", "jem",
-     f"pgd_linf_{eps}_defended", "jem", f"pgd_linf_{eps}", +1)
-    for eps in (0.2, 0.3)
-] + [
-    (f"JEM is more robust than the classifier to L∞ PGD ε={eps} (no "
-     f"defence)", "jem", f"pgd_linf_{eps}", "clf", f"pgd_linf_{eps}", +1)
-    for eps in (0.2, 0.3)
-] + [
-    ("JEM's distal adversarials lie closer to real digits (L2 to the "
-     "nearest training image)", "jem", "distal_distance", "clf",
-     "distal_distance", -1),
-    ("JEM's class-conditional samples are judged their class more often",
-     "jem", "conditional_judged", "clf", "conditional_judged", +1),
-]
+def claims_for(ood_sets=OOD_SETS, scores=("log_px",), data="digits"):
+  """(claim, model A, metric A, model B, metric B, direction: A should be
+  higher (+1) or lower (-1)) for every claim."""
+  return [
+      ("JEM's accuracy is at least the classifier's", "jem", "accuracy",
+       "clf", "accuracy", +1),
+      ("JEM is better calibrated (lower ECE)", "jem", "ece", "clf", "ece", -1),
+  ] + [
+      (f"JEM's {SCORE_WORDS[score]} detects {s} better (AUROC)", "jem",
+       f"ood_{score}_{s}", "clf", f"ood_{score}_{s}", +1)
+      for score in scores for s in ood_sets
+  ] + [
+      (f"The SGLD defence raises JEM's accuracy under L∞ PGD ε={eps}", "jem",
+       f"pgd_linf_{eps}_defended", "jem", f"pgd_linf_{eps}", +1)
+      for eps in (0.2, 0.3)
+  ] + [
+      (f"JEM is more robust than the classifier to L∞ PGD ε={eps} (no "
+       f"defence)", "jem", f"pgd_linf_{eps}", "clf", f"pgd_linf_{eps}", +1)
+      for eps in (0.2, 0.3)
+  ] + [
+      (f"JEM's distal adversarials lie closer to real {data} (L2 to the "
+       "nearest training image)", "jem", "distal_distance", "clf",
+       "distal_distance", -1),
+      ("JEM's class-conditional samples are judged their class more often",
+       "jem", "conditional_judged", "clf", "conditional_judged", +1),
+  ]
+
+
+CLAIMS = claims_for()
 
 
 def _stats(values):
@@ -124,6 +147,8 @@ def _run(args, cwd):
 
 def main(argv=None):
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+  parser.add_argument("--dataset", choices=sorted(DATASETS),
+                      default="digits")
   parser.add_argument("--seeds", type=int, default=3)
   parser.add_argument("--out", default="ebmkit_runs/claims")
   parser.add_argument("--skip_training", action="store_true",
@@ -135,9 +160,10 @@ def main(argv=None):
   args = parser.parse_args(argv)
   out = os.path.abspath(args.out)
   os.makedirs(out, exist_ok=True)
-  values = {m: [] for m in MODELS}
+  setting = DATASETS[args.dataset]
+  values = {m: [] for m in setting["models"]}
   for seed in range(args.seeds):
-    for model, config in MODELS.items():
+    for model, config in setting["models"].items():
       workdir = os.path.join(out, f"{model}_seed{seed}")
       if not args.skip_training:
         _run([f"--gin_file={config}", f"--workdir={workdir}",
@@ -147,17 +173,20 @@ def main(argv=None):
               f"--gin_bindings=evaluate.seed = {seed}"]
              + [f"--gin_bindings={b}" for b in args.eval_binding], out)
       with open(os.path.join(workdir, "results.json")) as f:
-        values[model].append(metrics(json.load(f)["evaluation"]))
+        values[model].append(metrics(json.load(f)["evaluation"],
+                                     setting["ood_sets"], setting["scores"]))
   summary = {m: {k: _stats([v[k] for v in runs]) for k in runs[0]}
              for m, runs in values.items() if runs}
   rows = []
-  for claim, ma, ka, mb, kb, direction in CLAIMS:
+  for claim, ma, ka, mb, kb, direction in claims_for(
+      setting["ood_sets"], setting["scores"], setting["data"]):
     a, b = summary[ma][ka], summary[mb][kb]
     cell = lambda s: "–" if s is None else f"{s['mean']:.3f} ± {s['sd']:.3f}"
     rows.append((claim, f"{ma}: {cell(a)}", f"{mb}: {cell(b)}",
                  verdict(a, b, direction)))
-  lines = [f"Over {args.seeds} seeds (mean ± standard deviation; "
-           f"`python tools/claims.py --seeds={args.seeds}`). A claim holds "
+  lines = [f"{args.dataset}, over {args.seeds} seeds (mean ± standard "
+           f"deviation; `python tools/claims.py --dataset={args.dataset} "
+           f"--seeds={args.seeds}`). A claim holds "
            "when the difference exceeds twice its standard error.", "",
            "| claim | A | B | verdict |", "|---|---|---|---|"]
   lines += [f"| {c} | {a} | {b} | {v} |" for c, a, b, v in rows]
@@ -165,7 +194,8 @@ def main(argv=None):
   with open(os.path.join(out, "claims.md"), "w") as f:
     f.write(text)
   with open(os.path.join(out, "claims.json"), "w") as f:
-    json.dump({"seeds": args.seeds, "summary": summary,
+    json.dump({"dataset": args.dataset, "seeds": args.seeds,
+               "summary": summary,
                "claims": [dict(zip(("claim", "a", "b", "verdict"), r))
                           for r in rows]}, f, indent=2)
   print(text)

@@ -63,7 +63,8 @@ def evaluate(workdir="ebmkit_runs/default", test_split="test",
              judge_learning_rate=1e-3, judge_batch_size=64, judge_width=32,
              seed=0, fid_network_path=None, sample_draws=None,
              calibration_split=None, held_out_fraction=0.1,
-             detection_fpr=0.05, pgd_restarts=1, eot_samples=1, draws=1):
+             detection_fpr=0.05, pgd_restarts=1, eot_samples=1, draws=1,
+             buffer_samples=None):
   """Everything in the JEM paper's results section for a trained workdir.
 
   Holds every setting of the evaluation and passes each part its own (see
@@ -103,8 +104,9 @@ def evaluate(workdir="ebmkit_runs/default", test_split="test",
     distal_threshold: p(y = c|x) at which a distal adversarial stops.
     sample_steps: SGLD steps of fresh chains (from noise).
     num_samples: fresh unconditional samples (and buffer samples, at most
-      the buffer's size) for IS/FID; None: `default_num_samples` (50,000
-      for 32×32 images and larger, the standard count; 500 below).
+      the buffer's size, unless `buffer_samples` is set) for IS/FID; None:
+      `default_num_samples` (50,000 for 32×32 images and larger, the
+      standard count; 500 below).
     conditional_per_class: class-conditional samples per class; None:
       max(1, 100 // num_classes).
     feature_extractor: "auto" (the standard Inception pool_3 graph if
@@ -137,6 +139,8 @@ def evaluate(workdir="ebmkit_runs/default", test_split="test",
       random starts, distal adversarials' starting noise, and (unless
       `sample_draws` says otherwise) samples. Reported as mean ± standard
       deviation over the draws; with 1, the report says "single draw".
+    buffer_samples: replay-buffer samples for IS/FID (at most the buffer's
+      size); None: as many as fresh samples.
 
   Returns:
     The evaluation dict (also in results.json).
@@ -173,6 +177,7 @@ def evaluate(workdir="ebmkit_runs/default", test_split="test",
     return judge
 
   def finish():
+    result["part_times_s"] = dict(parts.times)  # every part before the save
     result["wall_time_s"] = round(time.time() - started, 1)
     parts("results.json and report.md", save)(workdir, result)
     callbacks.write_evaluation_summaries(workdir, result)
@@ -231,5 +236,6 @@ def evaluate(workdir="ebmkit_runs/default", test_split="test",
       steps=sample_steps,
       num_samples=num_samples or common.default_num_samples(info.image_shape),
       conditional_per_class=conditional_per_class, seed=seed, rng=rng,
-      draws=draws if sample_draws is None else sample_draws, names=names)
+      draws=draws if sample_draws is None else sample_draws, names=names,
+      buffer_samples=buffer_samples)
   return finish()

@@ -6,6 +6,16 @@ import os
 KIND = "gan"
 
 
+def took(r):
+  """The last line of both reports (this one's and render's): the
+  evaluation's time and each part's."""
+  parts = r.get("part_times_s")
+  return (f"Evaluation took {r['wall_time_s']} s"
+          + (": " + ", ".join(f"{name} {seconds:.0f} s"
+                              for name, seconds in parts.items()) + "."
+             if parts else "."))
+
+
 def is_gan(result):
   return result.get("kind") == KIND
 
@@ -77,7 +87,7 @@ def report_markdown(r, workdir):
               f"{100 * r['judge_test_accuracy']:.2f}%."]
   for name, path in r["figures"].items():
     lines += ["", f"![{name}]({rel(path)})"]
-  lines += ["", f"Evaluation took {r['wall_time_s']} s."]
+  lines += ["", took(r)]
   return "\n".join(lines) + "\n"
 
 

@@ -6,9 +6,15 @@ import tensorflow as tf
 from ebmkit import data
 
 # OOD sets made from the in-distribution test images or from nothing.
-SYNTHETIC = ("interp", "uniform", "constant", "photos")
+SYNTHETIC = ("interp", "uniform", "constant", "photos", "digits28", "vflip",
+             "inverted")
 DEFAULT_SETS = {
     "sklearn_digits": ("interp", "uniform", "constant", "photos"),
+    # The literature's suite for Fashion-MNIST: MNIST (where TFDS can get
+    # it; else skipped with the reason), MNIST-like strokes that are always
+    # here, transformed test images and noise.
+    "fashion_mnist": ("mnist", "digits28", "vflip", "inverted", "uniform",
+                      "constant", "interp"),
     "cifar10": ("svhn_cropped", "cifar100", "celeb_a", "interp"),
     "cifar100": ("svhn_cropped", "cifar10", "celeb_a", "interp"),
     "svhn_cropped": ("cifar10", "cifar100", "celeb_a", "interp"),
@@ -34,7 +40,13 @@ def synthetic_set(name, test_images, n, seed=0):
   interp: the pixel average of two random in-distribution test images;
   uniform: U(−1, 1) noise; constant: images of one random value each;
   photos: random patches of scikit-learn's two sample photographs, resized
-  to the input size (grey-scale for 1-channel data).
+  to the input size (grey-scale for 1-channel data);
+  digits28: scikit-learn's embedded 8×8 handwritten digits drawn as MNIST
+  draws its digits (scaled to a 20×20 box, centred with a 4-pixel border in
+  28×28; bright strokes on black), at the input's size and channels;
+  vflip: in-distribution test images upside down;
+  inverted: in-distribution test images with brightness inverted
+  (255 − pixel, i.e. −x in [−1, 1]).
   """
   rng = np.random.default_rng(seed)
   test_images = np.asarray(test_images, np.float32)
@@ -60,14 +72,40 @@ def synthetic_set(name, test_images, n, seed=0):
                               shape[:2], method="area")
       patches.append(patch.numpy())
     return _to_shape(np.stack(patches), shape)
+  if name == "digits28":
+    return _to_shape(_mnist_like_digits(rng.integers(0, 1797, n)), shape)
+  if name == "vflip":
+    return test_images[rng.integers(0, len(test_images), n), ::-1].copy()
+  if name == "inverted":
+    return -test_images[rng.integers(0, len(test_images), n)]
   raise ValueError(f"Unknown synthetic OOD set {name!r}; known: {SYNTHETIC}.")
 
 
+def _mnist_like_digits(indices):
+  """scikit-learn's digits `indices` as uint8-range [k, 28, 28, 1] images
+  laid out as MNIST's: the 8×8 image scaled to 20×20, a 4-pixel border."""
+  from sklearn import datasets  # pylint: disable=g-import-not-at-top
+  digits = datasets.load_digits().images[indices] * (255.0 / 16.0)
+  boxes = tf.image.resize(digits[..., None].astype(np.float32), (20, 20),
+                          method="bilinear").numpy()
+  return np.clip(np.pad(boxes, ((0, 0), (4, 4), (4, 4), (0, 0))), 0, 255)
+
+
 def tfds_set(name, image_shape, n, split="test", offset=0):
-  """Images offset … offset + n of a TFDS split, resized to `image_shape`."""
+  """Images offset … offset + n of a TFDS split, resized to `image_shape`.
+
+  A second draw (offset > 0) that the split cannot hold beside the first
+  (e.g. 10,000 held-out images after 10,000 of MNIST's test split) comes
+  from the start of the train split instead, which is disjoint from it.
+  """
+  _, info = data.tfds_load(name, split, supervised=False)
+  if offset and offset + n > info.splits[split].num_examples:
+    split, offset = "train", 0
   ds, _ = data.tfds_load(name, f"{split}[{offset}:{offset + n}]",
                          supervised=False)
   images = [example["image"].numpy() for example in ds.take(n)]
+  if len({im.shape for im in images}) == 1:  # One resize for the batch.
+    return _to_shape(np.stack(images), image_shape)
   return np.concatenate([_to_shape(im[None], image_shape) for im in images])
 
 

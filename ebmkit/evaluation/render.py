@@ -322,8 +322,9 @@ def report_markdown(result, workdir):
               f"row per class; captions: the independent classifier's "
               f"class): it assigns {judged} of them to their class.",
               "", f"![conditional]({rel(c['figure'])})", ""]
-  lines.append(f"Evaluation took {r['wall_time_s']} s.")
+  lines.append(gan_report.took(r))
   return "\n".join(lines) + "\n"
+
 
 
 def write_report(result, workdir):

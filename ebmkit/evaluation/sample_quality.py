@@ -26,7 +26,7 @@ def _is_fid(extractor, real_features, draws):
 
 def samples(model, extractor, judge, x_test, num_classes, workdir, steps=1000,
             num_samples=500, conditional_per_class=None, seed=0, rng=None,
-            draws=1, names=None, figure_classes=20):
+            draws=1, names=None, figure_classes=20, buffer_samples=None):
   """Fresh, buffer and class-conditional samples: IS, FID, judged accuracy.
 
   Args:
@@ -38,8 +38,9 @@ def samples(model, extractor, judge, x_test, num_classes, workdir, steps=1000,
     num_classes: classes of the data set.
     workdir: the evaluated workdir (figures/samples_*.png).
     steps: SGLD steps of fresh chains (from noise).
-    num_samples: fresh chains, and buffer samples drawn (at most the
-      buffer's size: the count used is recorded).
+    num_samples: fresh chains, and buffer samples drawn unless
+      `buffer_samples` says otherwise (at most the buffer's size: the count
+      used is recorded).
     conditional_per_class: class-conditional samples per class (classifying
       models only); None: max(1, 100 // num_classes), about 100 in all.
     seed: seed of the choice of buffer samples.
@@ -49,6 +50,10 @@ def samples(model, extractor, judge, x_test, num_classes, workdir, steps=1000,
       standard deviation over draws (1: a single draw, said so).
     names: class names (default "0", "1", …).
     figure_classes: classes drawn at most in the class-conditional figure.
+    buffer_samples: replay-buffer samples of IS/FID (None: `num_samples`).
+      Reading the buffer costs nothing, fresh chains cost `steps` gradient
+      steps each, so the buffer's count can be far larger (FID from a few
+      hundred samples is strongly biased upwards).
 
   Returns:
     {"steps", "num_samples" (requested), "draws", "feature_network": {"name",
@@ -74,7 +79,8 @@ def samples(model, extractor, judge, x_test, num_classes, workdir, steps=1000,
   out["fresh"] = _is_fid(extractor, real_features, fresh)
   if model.draws_samples:
     buf = model.replay_buffer
-    n = min(num_samples, buf.size)
+    n = min(num_samples if buffer_samples is None else buffer_samples,
+            buf.size)
     stored = [tf.gather(buf.samples.value, rng.choice(
         buf.size, n, replace=False)).numpy() for _ in range(draws)]
     out["figures"]["buffer"] = common.save_grid(
