@@ -112,8 +112,9 @@ def test_training_continues_from_a_model_only_checkpoint(tmp_path):
 def test_the_workdir_config_keeps_the_settings_of_later_modes(tmp_path):
   """`evaluate.*` is never called while training; --mode=eval without
   --gin_file must still find the experiment's evaluation settings."""
-  gin.bind_parameter("evaluate.judge_epochs", 3)
-  gin.bind_parameter("evaluate.ood_examples", 77)
+  with gin.unlock_config():
+    gin.bind_parameter("evaluate.judge_epochs", 3)
+    gin.bind_parameter("evaluate.ood_examples", 77)
   train_lib.train(workdir=str(tmp_path), epochs=1, train_split=SMALL,
                   checkpoint_every_steps=0)
   experiment.parse_workdir_config(str(tmp_path))
