@@ -9,7 +9,7 @@ and the sampler's loop forms.
       [--iterations=20] [--warmup=3] [--json_out=FILE]
 
 --mode=fit times `model.fit` on ebmkit's own input pipeline (`load_dataset`
-with the config's augmentation and noise) the way shared/bench/run_ref_jem.py
+with the config's augmentation and noise) the way tools/reference/time_jem_reference.py
 times the reference: the differences between consecutive batch-end stamps
 (the first from the start of training), the median after --warmup, and the
 share of the machine's CPU other processes used meanwhile. The data are fake

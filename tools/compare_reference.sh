@@ -1,13 +1,15 @@
 #!/usr/bin/env bash
 # ebmkit against the JEM reference (PyTorch), on this machine, in turns: reference, ebmkit float32,
 # ebmkit mixed_bfloat16, reference, ... (ROUNDS rounds), WRN-10-2, batch 32, 20 SGLD steps, buffer
-# 1,000, ρ = 0.05, α = 1, σ = 0.01, Adam 1e-4, no norm: the flags of shared/bench/run_ref_jem.py.
-# Both are timed the same way (consecutive iteration-end stamps, median after WARMUP); prints
-# each run, then both medians and the ratios ebmkit / reference per round and over all rounds.
+# 1,000, ρ = 0.05, α = 1, σ = 0.01, Adam 1e-4, no norm (tools/reference/time_jem_reference.py runs the
+# reference's own script with these flags). Both are timed the same way (consecutive iteration-end
+# stamps, median after WARMUP); prints each run with the machine's CPU model, then both medians and
+# the ratios ebmkit / reference per round and over all rounds.
 #
 #   REF_JEM_DIR=<reference checkout> REF_JEM_PYTHON=<its venv's python> bash tools/compare_reference.sh
-#   ITERS=30 WARMUP=5 ROUNDS=2 PRECISIONS="float32 mixed_bfloat16" BENCH=../shared/bench
+#   ITERS=30 WARMUP=5 ROUNDS=2 PRECISIONS="float32 mixed_bfloat16"
 #
+# tools/reference/README.md says how to get the reference and build its venv (outside the project).
 # Run it on a quiet machine: a run whose other_cpu_frac is above 0.10 is marked spoiled.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -15,18 +17,14 @@ ITERS=${ITERS:-30}
 WARMUP=${WARMUP:-5}
 ROUNDS=${ROUNDS:-2}
 PRECISIONS=${PRECISIONS:-float32 mixed_bfloat16}
-BENCH=${BENCH:-../shared/bench}
+HARNESS=tools/reference/time_jem_reference.py
 OUT=${OUT:-${TMPDIR:-/tmp}/ebmkit_compare}
 PYTHON=${PYTHON:-python}
 mkdir -p "$OUT"
 
-how="Set it up as ${BENCH}/README.md says (outside this project; never commit the reference's code):
-  a copy of github.com/wgrathwohl/JEM in a folder, REF_JEM_DIR=<that folder>, and a venv with
-  torch==2.14.1 torchvision==0.29.1 numpy tqdm, REF_JEM_PYTHON=<that venv>/bin/python."
-if [[ ! -f "$BENCH/run_ref_jem.py" ]]; then
-  echo "compare_reference.sh: no $BENCH/run_ref_jem.py (the timing harness); set BENCH=<its folder>." >&2
-  exit 2
-fi
+how="Set it up as tools/reference/README.md says (outside this project; never commit the reference's
+  code): a copy of github.com/wgrathwohl/JEM in a folder, REF_JEM_DIR=<that folder>, and a venv with
+  torch, torchvision, numpy and tqdm, REF_JEM_PYTHON=<that venv>/bin/python."
 if [[ -z "${REF_JEM_DIR:-}" || ! -f "${REF_JEM_DIR}/train_wrn_ebm.py" ]]; then
   echo "compare_reference.sh: the JEM reference is not set up: REF_JEM_DIR=${REF_JEM_DIR:-<unset>} has no train_wrn_ebm.py." >&2
   echo "$how" >&2
@@ -46,16 +44,19 @@ WRN=(--gin_file=jem_cifar10.gin --gin_bindings='DEPTH = 10' --gin_bindings='WIDT
      --gin_bindings='DATA_NOISE = 0.03')
 results="$OUT/results.txt"
 : > "$results"
+cpu=$(grep -m1 '^model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ //')
+cpu_id=$(awk -F': ' '/^cpu family/{f=$2} /^model\t/{m=$2} END{print "family " f " model " m}' /proc/cpuinfo)
+echo "machine: $cpu ($cpu_id), $(nproc) CPUs" | tee "$OUT/machine.txt"
 
 run_ref() {  # round
   local line
-  line=$(REF_JEM_DIR="$REF_JEM_DIR" REF_JEM_OUT="$OUT/ref" "$REF_JEM_PYTHON" "$BENCH/run_ref_jem.py" \
-         --config small --iters "$ITERS" --warmup "$WARMUP" --json "$OUT/ref_round$1.json" 2>"$OUT/ref_round$1.log" \
+  line=$("$REF_JEM_PYTHON" "$HARNESS" --ref_dir="$REF_JEM_DIR" --depth=10 --width=2 \
+         --iterations="$ITERS" --warmup="$WARMUP" --json="$OUT/ref_round$1.json" 2>"$OUT/ref_round$1.log" \
          | tee -a "$OUT/ref_round$1.log" | grep -E '^ref_jem_s_per_iter=') || {
     echo "reference run failed; see $OUT/ref_round$1.log" >&2; exit 1; }
   local other
   other=$(python3 -c "import json; print(round(json.load(open('$OUT/ref_round$1.json'))['other_cpu_frac'], 3))")
-  echo "round $1 reference ${line#ref_jem_s_per_iter=} other_cpu_frac=$other" | sed 's/ config=small//' | tee -a "$results"
+  echo "round $1 reference ${line#ref_jem_s_per_iter=} other_cpu_frac=$other" | tee -a "$results"
 }
 
 run_ebmkit() {  # round precision
@@ -76,9 +77,10 @@ for r in $(seq 1 "$ROUNDS"); do
   for p in $PRECISIONS; do run_ebmkit "$r" "$p"; done
 done
 
-python3 - "$results" <<'PY'
+python3 - "$results" "$OUT/machine.txt" <<'PY'
 import statistics, sys
 rows = [l.split() for l in open(sys.argv[1])]
+print("\n" + open(sys.argv[2]).read().strip())
 runs = {}  # what -> {round: (seconds, other_cpu_frac)}
 for _, rnd, what, s, other in rows:
   runs.setdefault(what, {})[int(rnd)] = (float(s), float(other.split("=")[1]))

@@ -2,7 +2,7 @@
 
 Kept apart from benchmark.py so that each file stays one job: benchmark.py
 parses the flags and times the parts on a synthetic feed; this module times
-`fit` end to end, the way shared/bench/run_ref_jem.py times the reference, and
+`fit` end to end, the way tools/reference/time_jem_reference.py times the reference, and
 the sampler's loop forms.
 """
 
