@@ -1,5 +1,6 @@
 """tools/claims.py: the verdict rule and the metrics it reads, by hand."""
 
+import json
 import os
 import sys
 
@@ -62,3 +63,52 @@ def test_fashion_mnist_claims_cover_every_score_and_ood_set():
   got = claims.metrics(evaluation, setting["ood_sets"], setting["scores"])
   assert got["ood_neg_grad_norm_vflip"] == 0.61
   assert got["ood_log_px_mnist"] is None
+
+
+def test_runs_share_the_first_judge_and_finished_runs_are_kept(tmp_path,
+                                                              monkeypatch):
+  """The flow of main() with the training and evaluation commands faked:
+  each fake evaluation writes results.json and, unless the workdir already
+  holds one, trains (writes) its own judge."""
+  commands, trained_judges = [], []
+
+  def fake_run(args, cwd):
+    del cwd
+    commands.append(args)
+    workdir = next(a.split("=", 1)[1] for a in args
+                   if a.startswith("--workdir="))
+    if "--mode=eval" in args:
+      judge = os.path.join(workdir, claims.JUDGE)
+      if not os.path.exists(judge):
+        os.makedirs(os.path.dirname(judge), exist_ok=True)
+        with open(judge, "w") as f:
+          f.write(workdir)
+        trained_judges.append(workdir)
+      with open(os.path.join(workdir, "results.json"), "w") as f:
+        json.dump({"evaluation": {"accuracy": 0.9}}, f)
+    else:
+      os.makedirs(workdir, exist_ok=True)
+    return 1.5
+
+  monkeypatch.setattr(claims, "_run", fake_run)
+  out = str(tmp_path / "claims")
+  claims.main(["--seeds=2", f"--out={out}"])
+  # One judge trained (jem, seed 0); the three other runs got a copy of it.
+  assert trained_judges == [os.path.join(out, "jem_seed0")]
+  for run in ("clf_seed0", "jem_seed1", "clf_seed1"):
+    with open(os.path.join(out, run, claims.JUDGE)) as f:
+      assert f.read() == os.path.join(out, "jem_seed0")
+  with open(os.path.join(out, "claims.json")) as f:
+    times = json.load(f)["wall_times_s"]
+  assert times["clf_seed1"] == {"train_s": 1.5, "judge_shared": True,
+                                "eval_s": 1.5}
+  assert times["jem_seed0"]["judge_shared"] is False
+  # A rerun keeps the four finished runs: no command runs again.
+  commands.clear()
+  claims.main(["--seeds=2", f"--out={out}"])
+  assert not commands
+  # Without sharing, every run trains its own judge.
+  trained_judges.clear()
+  claims.main(["--seeds=1", f"--out={tmp_path / 'alone'}",
+               "--no-share_judge"])
+  assert len(trained_judges) == 2

@@ -22,9 +22,11 @@ import argparse
 import json
 import math
 import os
+import shutil
 import statistics
 import subprocess
 import sys
+import time
 
 DATASETS = {
     "digits": {"models": {"jem": "jem_digits.gin", "clf": "clf_digits.gin"},
@@ -140,9 +142,41 @@ def verdict(a, b, direction):
 
 
 def _run(args, cwd):
+  """Runs `python -m ebmkit.run args`; returns its wall time in seconds."""
   print("+", " ".join(args), flush=True)
+  started = time.time()
   subprocess.run([sys.executable, "-m", "ebmkit.run"] + args, check=True,
                  cwd=cwd)
+  return round(time.time() - started, 1)
+
+
+JUDGE = os.path.join("eval", "judge.keras")
+TIMES = "claims_times.json"  # in each workdir: its training and eval times
+
+
+def _evaluated(workdir):
+  """Whether `workdir` holds a finished evaluation (a rerun skips it)."""
+  try:
+    with open(os.path.join(workdir, "results.json")) as f:
+      return "evaluation" in json.load(f)
+  except (OSError, ValueError):
+    return False
+
+
+def share_judge(judge, workdir):
+  """Copies a judge classifier already trained into `workdir`'s eval folder.
+
+  The judge depends on the data set, its split and its own fixed seed, not on
+  the model evaluated, so every run of one data set can use the first one's
+  (the evaluation loads an existing judge instead of training it). Returns
+  whether it copied.
+  """
+  target = os.path.join(workdir, JUDGE)
+  if not judge or not os.path.isfile(judge) or os.path.exists(target):
+    return False
+  os.makedirs(os.path.dirname(target), exist_ok=True)
+  shutil.copyfile(judge, target)
+  return True
 
 
 def main(argv=None):
@@ -157,21 +191,44 @@ def main(argv=None):
                       help="extra gin binding for training (repeatable)")
   parser.add_argument("--eval_binding", action="append", default=[],
                       help="extra gin binding for evaluation (repeatable)")
+  parser.add_argument("--share_judge", action=argparse.BooleanOptionalAction,
+                      default=True,
+                      help="train the independent judge classifier once and "
+                      "copy it to the other runs (it does not depend on the "
+                      "model evaluated)")
   args = parser.parse_args(argv)
   out = os.path.abspath(args.out)
   os.makedirs(out, exist_ok=True)
   setting = DATASETS[args.dataset]
   values = {m: [] for m in setting["models"]}
+  times = {}  # workdir name -> {"train_s": ..., "eval_s": ...}
+  judge = None  # the first judge classifier, shared by the later runs
   for seed in range(args.seeds):
     for model, config in setting["models"].items():
       workdir = os.path.join(out, f"{model}_seed{seed}")
-      if not args.skip_training:
-        _run([f"--gin_file={config}", f"--workdir={workdir}",
-              f"--gin_bindings=train.seed = {seed}"]
-             + [f"--gin_bindings={b}" for b in args.train_binding], out)
-        _run(["--mode=eval", f"--workdir={workdir}",
-              f"--gin_bindings=evaluate.seed = {seed}"]
-             + [f"--gin_bindings={b}" for b in args.eval_binding], out)
+      if not args.skip_training and _evaluated(workdir):
+        print(f"{workdir}: already evaluated; kept.", flush=True)
+      elif not args.skip_training:
+        took = {}
+        took["train_s"] = _run(
+            [f"--gin_file={config}", f"--workdir={workdir}",
+             f"--gin_bindings=train.seed = {seed}"]
+            + [f"--gin_bindings={b}" for b in args.train_binding], out)
+        took["judge_shared"] = args.share_judge and share_judge(judge,
+                                                                workdir)
+        took["eval_s"] = _run(
+            ["--mode=eval", f"--workdir={workdir}",
+             f"--gin_bindings=evaluate.seed = {seed}"]
+            + [f"--gin_bindings={b}" for b in args.eval_binding], out)
+        with open(os.path.join(workdir, TIMES), "w") as f:
+          json.dump(took, f)
+      try:
+        with open(os.path.join(workdir, TIMES)) as f:
+          times[os.path.basename(workdir)] = json.load(f)
+      except (OSError, ValueError):
+        pass  # Evaluated before times were kept.
+      if judge is None and os.path.isfile(os.path.join(workdir, JUDGE)):
+        judge = os.path.join(workdir, JUDGE)
       with open(os.path.join(workdir, "results.json")) as f:
         values[model].append(metrics(json.load(f)["evaluation"],
                                      setting["ood_sets"], setting["scores"]))
@@ -190,12 +247,17 @@ def main(argv=None):
            "when the difference exceeds twice its standard error.", "",
            "| claim | A | B | verdict |", "|---|---|---|---|"]
   lines += [f"| {c} | {a} | {b} | {v} |" for c, a, b, v in rows]
+  if times:
+    total = sum(t.get("train_s", 0) + t.get("eval_s", 0)
+                for t in times.values())
+    lines += ["", f"Wall time of the {len(times)} runs timed here (training "
+              f"and evaluation): {total / 3600:.2f} h."]
   text = "\n".join(lines) + "\n"
   with open(os.path.join(out, "claims.md"), "w") as f:
     f.write(text)
   with open(os.path.join(out, "claims.json"), "w") as f:
     json.dump({"dataset": args.dataset, "seeds": args.seeds,
-               "summary": summary,
+               "wall_times_s": times, "summary": summary,
                "claims": [dict(zip(("claim", "a", "b", "verdict"), r))
                           for r in rows]}, f, indent=2)
   print(text)
