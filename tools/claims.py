@@ -28,6 +28,8 @@ import subprocess
 import sys
 import time
 
+from ebmkit import workdir as workdir_lib
+
 DATASETS = {
     "digits": {"models": {"jem": "jem_digits.gin", "clf": "clf_digits.gin"},
                "ood_sets": ("interp", "uniform", "constant", "photos"),
@@ -150,14 +152,15 @@ def _run(args, cwd):
   return round(time.time() - started, 1)
 
 
-JUDGE = os.path.join("eval", "judge.keras")
+# The workdir layout is ebmkit's (ebmkit/workdir.py), not restated here.
+JUDGE = os.path.join(workdir_lib.EVAL, workdir_lib.JUDGE)
 TIMES = "claims_times.json"  # in each workdir: its training and eval times
 
 
 def _evaluated(workdir):
   """Whether `workdir` holds a finished evaluation (a rerun skips it)."""
   try:
-    with open(os.path.join(workdir, "results.json")) as f:
+    with open(os.path.join(workdir, workdir_lib.RESULTS)) as f:
       return "evaluation" in json.load(f)
   except (OSError, ValueError):
     return False
