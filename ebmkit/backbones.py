@@ -75,9 +75,16 @@ def _norm_layer(norm, name):
 def _conv3x3(filters, stride, name):
   """A 3×3 convolution padded 1 on every side, as PyTorch's padding=1.
 
-  Keras' "same" padding pads a strided convolution on the bottom/right only,
-  so the padding is explicit.
+  For stride 1 that is Keras' "same" padding. A strided "same" convolution
+  pads the bottom/right only, so there the padding is a layer of its own
+  ("pad"). (A separate pad on every convolution made an SGLD step of
+  WRN-10-2 about 8% slower; explicit padding inside `tf.nn.conv2d` leaves
+  oneDNN's fast path and was 1.8× slower: BENCHMARKS.md, "Padding".)
+  The one-layer Sequential keeps the variables' paths `<name>/conv/...`.
   """
+  if stride == 1:
+    return keras.Sequential([keras.layers.Conv2D(filters, 3, padding="same",
+                                                 name="conv")], name=name)
   return keras.Sequential([
       keras.layers.ZeroPadding2D(1, name="pad"),
       keras.layers.Conv2D(filters, 3, strides=stride, padding="valid",
