@@ -59,8 +59,11 @@ def read_checkpoint(path):
     (state dict of NumPy arrays, replay buffer NCHW array or None).
 
   Raises:
-    FileNotFoundError, torch_checkpoint.UnsafeCheckpointError,
-    torch_checkpoint.CheckpointFormatError.
+    FileNotFoundError: no file at `path`.
+    torch_checkpoint.UnsafeCheckpointError: the pickle names a global that a
+      state dict of tensors does not need.
+    torch_checkpoint.CheckpointFormatError: the file is not a torch
+      checkpoint ebmkit can read.
   """
   if not os.path.isfile(path):
     raise FileNotFoundError(f"No checkpoint file {path}.")

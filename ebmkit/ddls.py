@@ -125,7 +125,7 @@ def fit_calibration(real_scores, fake_scores, l2=1e-4, iterations=50):
 
   Returns:
     {"scale": a, "shift": b, "log_loss": the mean log loss of d,
-     "log_loss_uncalibrated": that of d = s (a = 1, b = 0)}.
+      "log_loss_uncalibrated": that of d = s (a = 1, b = 0)}.
   """
   s = np.concatenate([np.ravel(real_scores), np.ravel(fake_scores)]).astype(
       np.float64)

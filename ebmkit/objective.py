@@ -82,7 +82,7 @@ def loss_terms(named, y, chains, clf_weight, l2_weight, sample_weight=None):
 
   Returns:
     (terms: {"energy_data", and the weighted terms}, the classifier's
-     output, E(x̂) of the first chain or None).
+      output, E(x̂) of the first chain or None).
   """
   data_out, e_data = named["data"]
   clf_out = named["labelled"][0] if "labelled" in named else data_out

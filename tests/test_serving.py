@@ -215,14 +215,14 @@ def test_unconditional_model_exports_its_energy_signatures(tmp_path):
 
 
 @pytest.mark.slow
-def test_readme_rest_request_body_fits_the_classify_signature(exported,
+def test_docs_rest_request_body_fits_the_classify_signature(exported,
                                                               tmp_path):
-  # The README's line that writes request.json, run as written.
+  # The serving page's line that writes request.json, run as written.
   line = ("import json, numpy as np; print(json.dumps({'signature_name': "
           "'classify', 'instances': np.zeros((1, 8, 8, 1)).tolist()}))")
-  readme = open(os.path.join(os.path.dirname(os.path.dirname(
-      os.path.abspath(__file__))), "README.md")).read()
-  assert line in readme
+  page = open(os.path.join(os.path.dirname(os.path.dirname(
+      os.path.abspath(__file__))), "docs", "serving.md")).read()
+  assert line in page
   body = json.loads(subprocess.run([sys.executable, "-c", line],
                                    capture_output=True, text=True,
                                    check=True).stdout)

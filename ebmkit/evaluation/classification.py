@@ -55,7 +55,7 @@ def detection(model, x_held, y_held, x_test, y_test, held_out,
 
   Returns:
     {"calibration": description, "calibration_examples", "target_fpr",
-     "threshold", "calibration_tpr", "test_fpr", "test_tpr", "test_examples"}.
+      "threshold", "calibration_tpr", "test_fpr", "test_tpr", "test_examples"}.
   """
   n = min(calibration_examples, len(x_held))
   calibrated = inference.calibrate_detection(model, x_held[:n], y_held[:n],

@@ -91,7 +91,7 @@ def oriented_auroc(scores_in, scores_out, held_in, held_out):
 
   Returns:
     {"sign": ±1, "held_out_auroc": AUROC of the held-out scores,
-     "auroc": AUROC of sign · score on the evaluated scores}.
+      "auroc": AUROC of sign · score on the evaluated scores}.
   """
   held = auroc(held_in, held_out)
   sign = 1 if held >= 0.5 else -1

@@ -35,10 +35,10 @@ def ood_detection(model, x_test, dataset, workdir, sets=None, examples=500,
 
   Returns:
     {"sets", "examples", "auroc": {score: {set: AUROC}}, "figures",
-     "skipped" (sets not prepared on this machine, with why), and with
-     `x_held`: "orientation": {"held_out", "examples", "sign": {score:
-     {set: ±1}}, "held_out_auroc": {score: {set: AUROC}}, "auroc": {score:
-     {set: AUROC of the oriented score}}}}.
+      "skipped" (sets not prepared on this machine, with why), and with
+      `x_held`: "orientation": {"held_out", "examples", "sign": {score:
+      {set: ±1}}, "held_out_auroc": {score: {set: AUROC}}, "auroc": {score:
+      {set: AUROC of the oriented score}}}}.
   """
   sets = list(sets or ood.DEFAULT_SETS.get(
       dataset, ("interp", "uniform", "constant")))

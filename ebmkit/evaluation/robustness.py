@@ -43,7 +43,7 @@ def robustness(model, x_test, y_test, workdir,
 
   Returns:
     {"examples", the PGD and defence settings, "linf"/"l2": {target:
-     {"eps", "accuracy"}}, "figure"}.
+      {"eps", "accuracy"}}, "figure"}.
   """
   rng = common.rng_of(rng, seed)
   pick = rng.choice(len(x_test), min(examples, len(x_test)), replace=False)
@@ -122,9 +122,9 @@ def distal(model, judge, image_shape, num_classes, workdir, per_class=4,
 
   Returns:
     {the settings, "reached_threshold" (share above `threshold`),
-     "mean_steps", "judge_agrees", "nearest_train_distance" (with
-     `x_train`: {"distal", "test"}: {"mean", "std", "examples"}),
-     "figure_classes", "figure"}.
+      "mean_steps", "judge_agrees", "nearest_train_distance" (with
+      `x_train`: {"distal", "test"}: {"mean", "std", "examples"}),
+      "figure_classes", "figure"}.
   """
   x, probs, taken = adversarial.distal_adversarials(
       model, image_shape, num_classes, per_class, steps, step_size=step_size,

@@ -57,11 +57,11 @@ def samples(model, extractor, judge, x_test, num_classes, workdir, steps=1000,
 
   Returns:
     {"steps", "num_samples" (requested), "draws", "feature_network": {"name",
-     "label", "description", "standard"}, "fid_reference", "figures",
-     "fresh"/"buffer": {IS, FID, "network" (its label), "num_samples"
-     used, "draws", "std"} (buffer: {"skipped": why} for models that never
-     sample), "test_set": {IS, "network", "num_samples"}, "conditional"
-     (classifying models)}.
+      "label", "description", "standard"}, "fid_reference", "figures",
+      "fresh"/"buffer": {IS, FID, "network" (its label), "num_samples"
+      used, "draws", "std"} (buffer: {"skipped": why} for models that never
+      sample), "test_set": {IS, "network", "num_samples"}, "conditional"
+      (classifying models)}.
   """
   rng = common.rng_of(rng, seed)
   names = names or [str(c) for c in range(num_classes)]
