@@ -135,27 +135,76 @@ def _verified_file(workdir):
                           workdir_lib.VERIFIED)
 
 
-def mark_verified(workdir, path):
-  names = verified(workdir) | {os.path.basename(path)}
+def _write_verified(workdir, names):
   workdir_lib.write_json(_verified_file(workdir), sorted(names, key=lambda n:
                                                          int(n[5:])))
 
 
-def newest_verified(manager, workdir):
+def mark_verified(workdir, path):
+  _write_verified(workdir, verified(workdir) | {os.path.basename(path)})
+
+
+def _forget_verified(workdir, paths):
+  """Drops deleted checkpoints from the verified list, so that a later
+  checkpoint of the same step (training again after a rollback) is not taken
+  for verified before its own next step has passed the guard."""
   names = verified(workdir)
-  good = [p for p in manager.checkpoints if os.path.basename(p) in names]
+  gone = names & {os.path.basename(p) for p in paths}
+  if gone:
+    _write_verified(workdir, names - gone)
+
+
+def newest_verified(manager, workdir):
+  good = verified_on_disk(manager, workdir)
   return good[-1] if good else None
 
 
+def verified_on_disk(manager, workdir):
+  """The verified checkpoints the manager holds, oldest first."""
+  names = verified(workdir)
+  return [p for p in manager.checkpoints if os.path.basename(p) in names]
+
+
+def rollback_target(paths, verified_paths, previous=None):
+  """Where a recovery rolls back to.
+
+  The newest verified checkpoint, except when it is `previous`, the target
+  of this run's last rollback, and training diverged again from it before
+  any newer checkpoint was verified: a state whose next step passed the
+  guard can still be on its way to diverging. Then the rollback steps
+  further back, to the newest verified checkpoint older than `previous`
+  and, when there is none, to the oldest checkpoint (the state training
+  started from); from there it goes no further.
+
+  Args:
+    paths: the checkpoints on disk, oldest first.
+    verified_paths: those of them verified, oldest first.
+    previous: the last rollback's target in this run, or None.
+
+  Returns:
+    (target path, whether it stepped back past the newest verified one).
+  """
+  if not paths:
+    raise ValueError("No checkpoint to roll back to.")
+  newest = verified_paths[-1] if verified_paths else None
+  if newest is None:
+    return paths[0], False
+  if previous is None or newest != previous:
+    return newest, False
+  older = [p for p in verified_paths if paths.index(p) < paths.index(newest)]
+  if older:
+    return older[-1], True
+  return paths[0], paths[0] != newest
+
+
 def prune(manager, workdir, keep, protect_anchor=False):
-  """Keeps the newest `keep` checkpoints and the newest verified one (and,
-  with `protect_anchor`, the oldest: ckpt-0 while recoveries are possible);
-  deletes the others."""
+  """Keeps the newest `keep` checkpoints and the two newest verified ones
+  (the second is where a rollback steps back to when the newest proves
+  ruined: `rollback_target`), and, with `protect_anchor`, the oldest (ckpt-0
+  while recoveries are possible); deletes the others."""
   paths = manager.checkpoints
   kept = set(paths[-keep:]) if keep else set(paths)
-  newest_good = newest_verified(manager, workdir)
-  if newest_good:
-    kept.add(newest_good)
+  kept.update(verified_on_disk(manager, workdir)[-2:])
   if protect_anchor and paths:
     kept.add(paths[0])
   doomed = [p for p in paths if p not in kept]
@@ -163,17 +212,21 @@ def prune(manager, workdir, keep, protect_anchor=False):
     _delete(p)
   if doomed:
     _set_checkpoints(manager, [p for p in paths if p in kept])
+    _forget_verified(workdir, doomed)
   return doomed
 
 
-def discard_newer_than(manager, path):
-  """Deletes the checkpoints newer than `path` (known to have diverged)."""
+def discard_newer_than(manager, path, workdir=None):
+  """Deletes the checkpoints newer than `path` (known to have diverged), and
+  with `workdir` their entries in the verified list."""
   paths = manager.checkpoints
   newer = paths[paths.index(path) + 1:]
   for p in newer:
     _delete(p)
   if newer:
     _set_checkpoints(manager, paths[:paths.index(path) + 1])
+    if workdir is not None:
+      _forget_verified(workdir, newer)
   return newer
 
 

@@ -144,22 +144,25 @@ def inherited(recoveries, base):
 
 
 def recover(model, manager, guard, workdir, base_lr, lr_scale, lr_factor,
-            l2_increase):
-  """Rolls back to the newest verified checkpoint and makes training gentler.
+            l2_increase, previous_target=None):
+  """Rolls back to a verified checkpoint and makes training gentler.
 
   The target is a checkpoint whose weights were seen to give a finite,
-  in-bound step (`checkpoints.newest_verified`); newer checkpoints, whose
-  weights led to the divergence, are deleted. The learning rate becomes
-  `base_lr` × `lr_scale` × `lr_factor` (cuts compound).
+  in-bound step: the newest such one, or, when training diverged again from
+  `previous_target` (this run's last rollback target) before a newer one was
+  verified, an older one (`checkpoints.rollback_target`). Newer checkpoints,
+  whose weights led to the divergence, are deleted. The learning rate
+  becomes `base_lr` × `lr_scale` × `lr_factor` (cuts compound).
 
   Returns:
     The recovery's record (also appended to recoveries.json, printed and
     logged to TensorBoard); its "lr_scale" is the new cumulative scale.
   """
   bad_step = int(model.optimizer.iterations.numpy())
-  target = (checkpoints.newest_verified(manager, workdir)
-            or manager.checkpoints[0])
-  discarded = checkpoints.discard_newer_than(manager, target)
+  target, stepped_back = checkpoints.rollback_target(
+      manager.checkpoints, checkpoints.verified_on_disk(manager, workdir),
+      previous_target)
+  discarded = checkpoints.discard_newer_than(manager, target, workdir)
   checkpoints.restore(manager, model, target)
   lr_scale *= lr_factor
   set_learning_rate(model.optimizer, base_lr, lr_scale)
@@ -171,7 +174,7 @@ def recover(model, manager, guard, workdir, base_lr, lr_scale, lr_factor,
   model.train_function = None  # Retrace: the step reads these as constants.
   model.stop_training = False
   event = {"step": bad_step, "reason": guard.reason,
-           "rolled_back_to": target,
+           "rolled_back_to": target, "stepped_back": stepped_back,
            "discarded": [os.path.basename(p) for p in discarded],
            "base_learning_rate": base_lr, "lr_scale": lr_scale,
            "learning_rate": learning_rate(model.optimizer),
@@ -181,6 +184,9 @@ def recover(model, manager, guard, workdir, base_lr, lr_scale, lr_factor,
                          load_recoveries(workdir) + [event])
   message = (f"Divergence at step {bad_step}: {guard.reason}. Rolled back to "
              f"{os.path.basename(target)}"
+             + (f" (further back: training diverged again from "
+                f"{os.path.basename(previous_target)}, the last rollback's "
+                f"target)" if stepped_back else "")
              + (f" (deleted the diverged {', '.join(event['discarded'])})"
                 if discarded else "")
              + f"; learning rate now {event['learning_rate']:.3g} "
@@ -199,6 +205,22 @@ def recover(model, manager, guard, workdir, base_lr, lr_scale, lr_factor,
   return event
 
 
+def describe_target(recoveries, target):
+  """What the checkpoint training gave up on is, honestly: a state whose
+  next step passed the guard, and how often training diverged from it."""
+  name = os.path.basename(target)
+  again = sum(1 for r in recoveries[:-1] if r["rolled_back_to"] == target)
+  if again:
+    return (f"{name}, the state the last rollback went to. Its next step "
+            f"passed the divergence checks, but training diverged from it "
+            f"again {again} time(s) with a lower learning rate, so it may "
+            f"already be poor: check its accuracy (--mode=eval) against "
+            f"earlier epochs' before using it")
+  return (f"{name}, the state the last rollback went to. Its next step "
+          f"passed the divergence checks; that does not show it trains "
+          f"well, so check its accuracy (--mode=eval) before using it")
+
+
 def gave_up(recoveries, max_recoveries, lr_factor, l2_increase, l2_weight,
             workdir, target):
   """The error raised when training diverged after every recovery."""
@@ -206,12 +228,13 @@ def gave_up(recoveries, max_recoveries, lr_factor, l2_increase, l2_weight,
   return TrainingDivergedError(
       f"Training diverged {len(recoveries)} times in this run; ebmkit gave "
       f"up after {max_recoveries} recoveries. Last: {last['reason']} at step "
-      f"{last['step']}. Tried: rolling back to the newest checkpoint seen to "
-      f"train well and multiplying the learning rate by {lr_factor} each "
-      f"time (now {last['lr_scale']:g}× the configured), adding "
-      f"{l2_increase} to the L2 energy coefficient each time (now "
+      f"{last['step']}. Tried: rolling back to a checkpoint whose next step "
+      f"passed the divergence checks (further back when training diverged "
+      f"again from the same one) and multiplying the learning rate by "
+      f"{lr_factor} each time (now {last['lr_scale']:g}× the configured), "
+      f"adding {l2_increase} to the L2 energy coefficient each time (now "
       f"{l2_weight:g}), re-initialising non-finite buffers. The newest "
-      f"checkpoint in {workdir} is now {os.path.basename(target)}, a good "
-      f"state. Rerun with a lower LEARNING_RATE (it applies on resume), a "
+      f"checkpoint in {workdir} is now {describe_target(recoveries, target)}."
+      f" Rerun with a lower LEARNING_RATE (it applies on resume), a "
       f"larger L2 (samplers/l2_energy.gin) or a smaller SGLD_STEP_SIZE; "
       f"recoveries.json lists every recovery.")

@@ -370,9 +370,10 @@ def _train(workdir, train_split, test_split, validation_split, epochs,
                       callbacks, 1 if verbose == 1 else 0, fit)
     if guard.reason is None:
       break
-    event = recovery_lib.recover(model, manager, guard, workdir, base_lr,
-                                 lr_scale, recovery_lr_factor,
-                                 recovery_l2_increase)
+    event = recovery_lib.recover(
+        model, manager, guard, workdir, base_lr, lr_scale,
+        recovery_lr_factor, recovery_l2_increase,
+        previous_target=this_run[-1]["rolled_back_to"] if this_run else None)
     lr_scale = event["lr_scale"]
     checkpointer.pending = None  # The target is verified already.
     this_run.append(event)

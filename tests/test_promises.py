@@ -320,3 +320,111 @@ def test_a_train_workdir_binding_is_where_the_cli_writes(tmp_path):
   assert proc.returncode == 0, proc.stderr[-2000:]
   assert os.path.isfile(os.path.join(tmp_path, "bound", "results.json"))
   assert not os.path.exists(os.path.join(tmp_path, "ebmkit_runs"))
+
+
+def test_rollback_target_steps_back_past_a_target_that_diverged_again():
+  c0, c5, c10, c15 = "w/ckpt-0", "w/ckpt-5", "w/ckpt-10", "w/ckpt-15"
+  paths = [c0, c5, c10, c15]
+  target = checkpoints.rollback_target
+  assert target(paths, [c0, c10, c15]) == (c15, False)
+  # Training diverged again from c15 before a newer one was verified.
+  assert target(paths, [c0, c10, c15], previous=c15) == (c10, True)
+  # It made verified progress since rolling back to c10: the newest.
+  assert target(paths, [c0, c10, c15], previous=c10) == (c15, False)
+  # c5 was never verified: skipped; then down to the first, and no further.
+  assert target(paths[:3], [c0, c10], previous=c10) == (c0, True)
+  assert target(paths[:1], [c0], previous=c0) == (c0, False)
+  assert target(paths, [], previous=None) == (c0, False)
+
+
+def test_a_rollback_target_that_diverges_again_sends_the_next_one_further_back(
+    tmp_path):
+  # The case: rollbacks kept going to a checkpoint that had passed
+  # the guard but was already ruined. Here the checkpoints are written by
+  # hand, each with its own first kernel value, so that where each recovery
+  # lands can be read back from the weights.
+  import keras  # pylint: disable=g-import-not-at-top
+  workdir = str(tmp_path / "run")
+  gin_utils.parse(["jem_digits.gin"], SMALL)
+  try:
+    model = experiment.configured_model()
+    model.compile(optimizer=keras.optimizers.Adam(1e-3))
+    model.optimizer.build(model.trainable_variables)
+    manager = checkpoints.make_manager(model, workdir)
+    kernel = model.trainable_variables[0]
+    guard = recovery.DivergenceGuard()
+    guard.set_model(model)
+
+    def save(step, verify):
+      kernel.assign(tf.fill(kernel.shape, float(step)))
+      model.optimizer.iterations.assign(step)
+      path = manager.save(checkpoint_number=step)
+      if verify:
+        checkpoints.mark_verified(workdir, path)
+      return path
+
+    def diverge(previous):
+      guard.reset()
+      guard._flag("a test divergence")  # pylint: disable=protected-access
+      event = recovery.recover(model, manager, guard, workdir, 1e-3, 1.0,
+                               0.5, 0.0, previous_target=previous)
+      assert float(kernel.numpy().flat[0]) == float(
+          event["rolled_back_to"].rsplit("-", 1)[1])  # Restored it.
+      return event
+
+    for step in (0, 10, 20):
+      save(step, verify=True)
+    save(30, verify=False)
+    first = diverge(None)
+    assert first["rolled_back_to"].endswith("ckpt-20")
+    assert not first["stepped_back"] and first["discarded"] == ["ckpt-30"]
+    # Training from ckpt-20 diverges again before anything newer passes.
+    save(25, verify=False)
+    second = diverge(first["rolled_back_to"])
+    assert second["rolled_back_to"].endswith("ckpt-10")
+    assert second["stepped_back"]
+    assert sorted(second["discarded"]) == ["ckpt-20", "ckpt-25"]
+    # ckpt-20 is gone from the verified list too: a new ckpt-20, written
+    # after the rollback, counts only once its own next step passes.
+    assert checkpoints.verified(workdir) == {"ckpt-0", "ckpt-10"}
+    save(20, verify=False)
+    third = diverge(second["rolled_back_to"])
+    assert third["rolled_back_to"].endswith("ckpt-0") and third["stepped_back"]
+    fourth = diverge(third["rolled_back_to"])  # The first: no further back.
+    assert fourth["rolled_back_to"].endswith("ckpt-0")
+    assert not fourth["stepped_back"]
+    events = recovery.load_recoveries(workdir)
+    assert [e["rolled_back_to"][-7:] for e in events] == [
+        "ckpt-20", "ckpt-10", "/ckpt-0", "/ckpt-0"]
+    message = str(recovery.gave_up(events, 3, 0.5, 0.0, 0.0, workdir,
+                                   fourth["rolled_back_to"]))
+    assert "now ckpt-0, the state the last rollback went to" in message
+    assert "diverged from it again 1 time(s)" in message
+    assert "a good state" not in message
+  finally:
+    import gin  # pylint: disable=g-import-not-at-top
+    gin.clear_config()
+
+
+def test_rotation_keeps_the_two_newest_verified_checkpoints(tmp_path):
+  import keras  # pylint: disable=g-import-not-at-top
+  workdir = str(tmp_path / "run")
+  gin_utils.parse(["jem_digits.gin"], SMALL)
+  try:
+    model = experiment.configured_model()
+    model.compile(optimizer=keras.optimizers.Adam(1e-3))
+    model.optimizer.build(model.trainable_variables)
+    manager = checkpoints.make_manager(model, workdir)
+    for step in range(6):
+      path = manager.save(checkpoint_number=step)
+      if step in (0, 1, 2):
+        checkpoints.mark_verified(workdir, path)
+    deleted = checkpoints.prune(manager, workdir, keep=2, protect_anchor=True)
+    names = [os.path.basename(p) for p in manager.checkpoints]
+    # Newest 2 (4, 5), the two newest verified (1, 2) and the anchor (0).
+    assert names == ["ckpt-0", "ckpt-1", "ckpt-2", "ckpt-4", "ckpt-5"]
+    assert [os.path.basename(p) for p in deleted] == ["ckpt-3"]
+    assert checkpoints.verified(workdir) == {"ckpt-0", "ckpt-1", "ckpt-2"}
+  finally:
+    import gin  # pylint: disable=g-import-not-at-top
+    gin.clear_config()

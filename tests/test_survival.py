@@ -74,7 +74,8 @@ def test_gives_up_with_a_clear_message(tmp_path):
       "EPOCHS = 1", "LEARNING_RATE = 1e6", "train.recovery_lr_factor = 1.0",
       "train.max_recoveries = 1"])
   with pytest.raises(recovery.TrainingDivergedError,
-                     match="gave up after 1 recoveries.*now ckpt-0, a good state"):
+                     match="gave up after 1 recoveries.*now ckpt-0, the state the last "
+                     "rollback went to.*diverged from it again 1 time.*check its accuracy"):
     train_lib.train(workdir=workdir)
   # Nothing diverged was saved: the only checkpoint is the initial one.
   assert tf.train.latest_checkpoint(
