@@ -14,7 +14,7 @@ echo "== building the wheel"
 "$python" -m pip wheel --quiet --no-deps --wheel-dir "$work/dist" "$repo"
 echo "== installing it into a fresh venv"
 "$python" -m venv "$work/venv"
-"$work/venv/bin/pip" install --quiet "$work"/dist/ebmkit-*.whl
+"$work/venv/bin/pip" install --quiet "$work"/dist/ebmkit_keras-*.whl
 py="$work/venv/bin/python"
 
 cd "$work"  # Outside the source tree: nothing can be imported from it.
