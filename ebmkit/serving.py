@@ -17,10 +17,6 @@ from ebmkit import validation
 from ebmkit import workdir as workdir_lib
 from ebmkit.evaluation import ood
 
-SIGNATURES = ("classify", "energy", "log_px", "ood_score", "sample",
-              "conditional_density", "detect")
-
-
 MAX_SAMPLE_COUNT = 1024  # Default largest `num_samples` of `sample`.
 
 

@@ -398,3 +398,21 @@ def test_the_report_says_how_long_each_part_took():
   assert line == ("Evaluation took 12.3 s: OOD detection 4 s, samples "
                   "(IS, FID) 8 s.")
   assert gan_report.took({"wall_time_s": 5}) == "Evaluation took 5 s."
+
+
+def test_importing_ebmkit_leaves_matplotlib_backend_alone(tmp_path):
+  # A user who chose a backend keeps it: ebmkit draws its figures on
+  # `matplotlib.figure.Figure` objects and needs none.
+  import subprocess  # pylint: disable=g-import-not-at-top
+  import sys  # pylint: disable=g-import-not-at-top
+  code = ("import matplotlib; matplotlib.use('svg'); import ebmkit; "
+          "from ebmkit.evaluation import plots, gan_eval, evaluate; "
+          "import numpy as np; "
+          f"gan_eval.scatter_figure(np.zeros((4, 2)), np.ones((4, 2)), "
+          f"{str(tmp_path / 'f.png')!r}); "
+          "print(matplotlib.get_backend())")
+  out = subprocess.run([sys.executable, "-c", code], capture_output=True,
+                       text=True, check=True, timeout=300)
+  assert out.stdout.strip().splitlines()[-1] == "svg"
+  with open(tmp_path / "f.png", "rb") as f:
+    assert f.read(8) == b"\x89PNG\r\n\x1a\n"

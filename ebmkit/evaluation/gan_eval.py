@@ -3,19 +3,15 @@ z, side by side, scored alike (IS/FID through the evaluation's feature
 network on images; modes recovered and high-quality share on the 2-D
 mixture)."""
 
-import os
 
 import gin
-import matplotlib
-
-matplotlib.use("Agg")  # Files only; no display needed.
-import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
 import numpy as np
 
 from ebmkit import images
 from ebmkit.datasets import mixture
 from ebmkit.evaluation import common
 from ebmkit.evaluation import metrics
+from ebmkit.evaluation import plots
 
 KIND = "gan"  # results.json's evaluation["kind"] of a GAN workdir.
 
@@ -70,7 +66,8 @@ def _side_by_side(left, right):
 def scatter_figure(gan_points, ddls_points, path, means=None):
   """G(z) and DDLS samples of the 2-D mixture, two panels, modes marked."""
   means = mixture.means() if means is None else means
-  fig, axes = plt.subplots(1, 2, figsize=(9, 4.5), sharex=True, sharey=True)
+  fig, axes = plots.subplots(1, 2, figsize=(9, 4.5), sharex=True,
+                             sharey=True)
   for ax, pts, title in ((axes[0], gan_points, "G(z), z ~ N(0, I)"),
                          (axes[1], ddls_points, "DDLS: G(z) after Langevin "
                                                 "on E(z)")):
@@ -81,10 +78,7 @@ def scatter_figure(gan_points, ddls_points, path, means=None):
     ax.set_ylim(-5.5, 5.5)
     ax.set_aspect("equal")
   fig.tight_layout()
-  os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-  fig.savefig(path, dpi=110)
-  plt.close(fig)
-  return path
+  return plots.save(fig, path)
 
 
 @gin.configurable

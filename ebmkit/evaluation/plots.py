@@ -7,20 +7,26 @@ artists) and a function that saves it and returns the path.
 import os
 import textwrap
 
-import matplotlib
-
-matplotlib.use("Agg")  # Files only; no display needed.
-import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
+# Figures are built as `matplotlib.figure.Figure` objects, not through pyplot:
+# they need no backend (savefig picks the PNG writer), so importing ebmkit
+# leaves the process's matplotlib backend as the user set it.
+from matplotlib import figure as mpl_figure
 import numpy as np
 
 DPI = 110
 GAP_LABEL = "gap: accuracy ↔ mean confidence"
 
 
-def _save(fig, path):
+def subplots(*args, figsize=None, **kwargs):
+  """(figure, axes) as `pyplot.subplots` gives them, without pyplot."""
+  fig = mpl_figure.Figure(figsize=figsize)
+  return fig, fig.subplots(*args, **kwargs)
+
+
+def save(fig, path, dpi=DPI):
+  """Writes `fig` to `path` (PNG), making its folder; returns `path`."""
   os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-  fig.savefig(path, dpi=DPI)
-  plt.close(fig)
+  fig.savefig(path, dpi=dpi)
   return path
 
 
@@ -62,7 +68,7 @@ def reliability_figure(bins, ece, title=""):
     The matplotlib Figure (axes 0: diagram, axes 1: counts).
   """
   parts = reliability_parts(bins)
-  fig, (ax, ax_count) = plt.subplots(
+  fig, (ax, ax_count) = subplots(
       2, 1, figsize=(4.6, 5.8), sharex=True,
       gridspec_kw={"height_ratios": (3, 1.2)})
   width = parts["width"]
@@ -95,7 +101,7 @@ def reliability_figure(bins, ece, title=""):
 
 def reliability_diagram(bins, ece, path, title=""):
   """Saves `reliability_figure` to `path`; returns the path."""
-  return _save(reliability_figure(bins, ece, title), path)
+  return save(reliability_figure(bins, ece, title), path)
 
 
 def _as_picture(image):
@@ -126,7 +132,7 @@ def image_table_figure(cells, row_labels=None, column_labels=None,
   cells = np.asarray(cells, np.float32)
   rows, columns = cells.shape[:2]
   grey = cells.shape[-1] == 1
-  fig, axes = plt.subplots(
+  fig, axes = subplots(
       rows, columns, squeeze=False,
       figsize=(columns * cell_inches + (0.9 if row_labels else 0.2),
                rows * cell_inches * (1.25 if captions else 1.0)
@@ -159,12 +165,12 @@ def image_table_figure(cells, row_labels=None, column_labels=None,
 
 def image_table(cells, path, **kwargs):
   """Saves `image_table_figure(cells, **kwargs)` to `path`; returns it."""
-  return _save(image_table_figure(cells, **kwargs), path)
+  return save(image_table_figure(cells, **kwargs), path)
 
 
 def score_histograms(in_scores, ood_scores, score, path, title=""):
   """Histograms of one OOD score: the test set against each OOD set."""
-  fig, ax = plt.subplots(figsize=(5.5, 3.6))
+  fig, ax = subplots(figsize=(5.5, 3.6))
   everything = np.concatenate([in_scores] + list(ood_scores.values()))
   everything = everything[np.isfinite(everything)]
   bins = np.linspace(np.percentile(everything, 0.5),
@@ -177,7 +183,7 @@ def score_histograms(in_scores, ood_scores, score, path, title=""):
          ylabel="density", title=title)
   ax.legend(fontsize=8)
   fig.tight_layout()
-  return _save(fig, path)
+  return save(fig, path)
 
 
 def robustness_curves(curves, path, title=""):
@@ -186,7 +192,7 @@ def robustness_curves(curves, path, title=""):
   Args:
     curves: {norm: {label: (eps list, accuracy list)}}.
   """
-  fig, axes = plt.subplots(1, len(curves), figsize=(4.5 * len(curves), 3.6),
+  fig, axes = subplots(1, len(curves), figsize=(4.5 * len(curves), 3.6),
                            squeeze=False)
   for ax, (norm, lines) in zip(axes[0], curves.items()):
     for label, (eps, acc) in lines.items():
@@ -195,4 +201,4 @@ def robustness_curves(curves, path, title=""):
            ylabel="accuracy", ylim=(0, 1.02), title=f"{title} PGD {norm}")
     ax.legend(fontsize=8)
   fig.tight_layout()
-  return _save(fig, path)
+  return save(fig, path)
