@@ -8,6 +8,7 @@ import time
 from absl import logging
 import tensorflow as tf
 
+from ebmkit import compat
 from ebmkit import workdir as workdir_lib
 
 
@@ -107,16 +108,9 @@ def _set_checkpoints(manager, paths):
   """Makes `manager` list exactly `paths` (oldest first) and writes its index.
 
   tf.train.CheckpointManager has no public way to adopt or forget a
-  checkpoint; its state is an ordered dict of path → timestamp.
+  checkpoint (`compat.set_manager_checkpoints`).
   """
-  now = time.time()
-  old = dict(manager._maybe_delete)  # pylint: disable=protected-access
-  manager._maybe_delete.clear()  # pylint: disable=protected-access
-  for p in paths:
-    manager._maybe_delete[p] = old.get(p, now)  # pylint: disable=protected-access
-  manager._latest_checkpoint = paths[-1] if paths else None  # pylint: disable=protected-access
-  if paths:
-    manager._record_state()  # pylint: disable=protected-access
+  compat.set_manager_checkpoints(manager, paths, time.time())
 
 
 def _delete(path):

@@ -16,6 +16,7 @@ import shutil
 import keras
 import tensorflow as tf
 
+from ebmkit import compat
 from ebmkit import models
 from ebmkit import workdir as workdir_lib
 
@@ -275,7 +276,7 @@ def sync_batch_norm(model):
   """Makes every BatchNormalization layer of `model` normalise with the
   global batch's statistics (all-reduced across replicas) instead of each
   replica's own. Returns how many layers it changed."""
-  layers = [l for l in model._flatten_layers()  # pylint: disable=protected-access
+  layers = [l for l in compat.flatten_layers(model)
             if isinstance(l, keras.layers.BatchNormalization)]
   for layer in layers:
     layer.synchronized = True

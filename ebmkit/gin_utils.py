@@ -18,6 +18,7 @@ import re
 import gin
 from gin import config_parser
 
+from ebmkit import compat
 from ebmkit import workdir as workdir_lib
 
 DEFAULT_GIN_FILE = "jem_digits.gin"
@@ -114,10 +115,10 @@ def _open_included(filename):
   and file readers), as (path, reader); None when gin would not find it
   either (gin then fails on it before reading it)."""
   prefixes = ([""] if os.path.isabs(filename)
-              else gin.config._LOCATION_PREFIXES)  # pylint: disable=protected-access
+              else compat.gin_search_path())
   for prefix in prefixes:
     candidate = os.path.join(prefix, filename)
-    for reader, exists in gin.config._FILE_READERS:  # pylint: disable=protected-access
+    for reader, exists in compat.gin_file_readers():
       if exists(candidate):
         return candidate, reader
   return None
@@ -197,7 +198,7 @@ def parse(gin_files=(), gin_bindings=(), finalize=True, allow_imports=False,
     ValueError: a bad binding (see `validate_bindings`).
   """
   for folder in config_dirs():
-    if folder not in gin.config._LOCATION_PREFIXES:  # pylint: disable=protected-access
+    if folder not in compat.gin_search_path():
       gin.add_config_file_search_path(folder)
   paths = [find_gin_file(f) for f in gin_files]
   with _quiet_lookups():
@@ -241,7 +242,7 @@ def check_macros_used(gin_bindings):
   if not defined:
     return
   used = set()
-  for (scope, selector), params in gin.config._CONFIG.items():  # pylint: disable=protected-access
+  for (scope, selector), params in compat.gin_bindings():
     del scope, selector
     for value in params.values():
       _macro_references(value, used)
@@ -284,10 +285,10 @@ def validate_bindings():
       closest match.
   """
   problems = []
-  for (scope, selector), params in gin.config._CONFIG.items():  # pylint: disable=protected-access
+  for (scope, selector), params in compat.gin_bindings():
     if selector == "gin.macro":
       continue
-    configurable = gin.config._REGISTRY.get_match(selector)  # pylint: disable=protected-access
+    configurable = compat.gin_configurable(selector)
     if configurable is None:
       continue
     named, takes_kwargs = _parameters(configurable.wrapped)

@@ -3,11 +3,9 @@ users add with `compile(metrics=...)`, and each metric's direction for
 Keras' monitoring callbacks."""
 
 import keras
-# Keras' monitoring callbacks read a metric's direction only inside this
-# container (see `Reported`); Keras exports no public name for it.
-from keras.src.trainers import compile_utils
 import tensorflow as tf
 
+from ebmkit import compat
 from ebmkit import objective
 
 # Which way is better, for Keras' callbacks in mode="auto" (EarlyStopping,
@@ -22,7 +20,7 @@ DIRECTIONS = {"loss": "down", "clf_loss": "down", "l2_loss": "down",
 ACCURACY_NAMES = ("accuracy", "acc")
 
 
-class Reported(compile_utils.MetricsList):
+class Reported(compat.MetricsList):
   """One metric as `EnergyModel.metrics` lists it, under the metric's name.
 
   Keras' monitoring callbacks in mode="auto" read a metric's `_direction`
@@ -62,7 +60,7 @@ def trackers(names):
     else:
       metric = keras.metrics.Mean(name)
       if name in DIRECTIONS:
-        metric._direction = DIRECTIONS[name]  # pylint: disable=protected-access
+        compat.set_metric_direction(metric, DIRECTIONS[name])
     out[name] = metric
   return out
 

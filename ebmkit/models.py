@@ -5,6 +5,7 @@ import numpy as np
 import tensorflow as tf
 
 from ebmkit import buffer as buffer_lib
+from ebmkit import compat
 from ebmkit import energy as energy_lib
 from ebmkit import model_metrics
 from ebmkit import objective
@@ -21,7 +22,7 @@ split_images = objective.split_images
 def has_batch_norm(layer):
   """Whether `layer` or any layer inside it is a BatchNormalization."""
   return any(isinstance(l, keras.layers.BatchNormalization)
-             for l in layer._flatten_layers())  # pylint: disable=protected-access
+             for l in compat.flatten_layers(layer))
 
 
 @keras.saving.register_keras_serializable(package="ebmkit")

@@ -176,6 +176,7 @@ def prepare(name, idx_dir, data_dir):
     IdxFormatError: as `check`.
   """
   import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
+  from ebmkit import compat  # pylint: disable=g-import-not-at-top
   files = find_files(idx_dir)
   if files is None:
     raise FileNotFoundError(f"{idx_dir} does not hold {name}'s four IDX "
@@ -205,7 +206,7 @@ def prepare(name, idx_dir, data_dir):
     # TFDS's builder with its download step answered from the local files;
     # its example generator, features and writer (which fixes the example
     # order) are its own.
-    builder._split_generators = split_generators  # pylint: disable=protected-access
+    compat.replace_split_generators(builder, split_generators)
     builder.download_and_prepare(download_config=tfds.download.DownloadConfig(
         try_download_gcs=False))
   finally:
