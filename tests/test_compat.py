@@ -7,7 +7,6 @@ import os
 import gin
 import keras
 import numpy as np
-import pytest
 import tensorflow as tf
 
 from ebmkit import compat

@@ -17,6 +17,7 @@ RANKS = {
     # Foundations: no ebmkit imports but compat.
     "ebmkit.workdir": 0, "ebmkit.validation": 0, "ebmkit.images": 0,
     "ebmkit.schedules": 0, "ebmkit.replicas": 0, "ebmkit.torch_checkpoint": 0,
+    "ebmkit.progress": 0,
     "ebmkit.datasets.sklearn_digits": 0, "ebmkit.datasets.mixture": 0,
     "ebmkit.datasets.idx": 0,
     # Layers and file formats.
@@ -33,6 +34,7 @@ RANKS = {
     "ebmkit.experiment": 4, "ebmkit.worker_loop": 4,
     "ebmkit.evaluation": 4, "ebmkit.evaluation.metrics": 4,
     "ebmkit.evaluation.plots": 4, "ebmkit.evaluation.judge": 4,
+    "ebmkit.evaluation.summaries": 4,
     "ebmkit.evaluation.ood": 4, "ebmkit.evaluation.adversarial": 4,
     # Markdown of GAN evaluations (asks nothing), below render.
     "ebmkit.evaluation.gan_report": 3.9,

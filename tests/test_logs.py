@@ -20,7 +20,7 @@ import pytest
 import tensorflow as tf
 import tensorflow_datasets as tfds
 
-from ebmkit import callbacks, data, gin_utils, train as train_lib
+from ebmkit import callbacks, data, gin_utils, progress, train as train_lib
 from ebmkit.evaluation import evaluate
 
 SMALL = "train[:256]"  # 4 steps per epoch at batch 64.
@@ -111,7 +111,7 @@ def wait_for(stream, text, timeout_s=30):
 
 def test_part_progress_in_a_log_file_says_start_alive_and_end():
   out = io.StringIO()
-  parts = callbacks.PartProgress(2, title="Job", stream=out, every_s=0.05)
+  parts = progress.PartProgress(2, title="Job", stream=out, every_s=0.05)
   threads = threading.active_count()
   assert parts("first", wait_for)(out, "running for") == "running for"
   with pytest.raises(KeyError):
@@ -128,7 +128,7 @@ def test_part_progress_in_a_log_file_says_start_alive_and_end():
 
 def test_part_progress_on_a_terminal_draws_a_bar_in_place():
   out = io.StringIO()
-  parts = callbacks.PartProgress(4, title="Job", stream=out, tty=True,
+  parts = progress.PartProgress(4, title="Job", stream=out, tty=True,
                                  every_s=0.05)
   parts("one", lambda: None)()
   parts("two", wait_for)(out, "2/4 two")

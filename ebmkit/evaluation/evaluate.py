@@ -11,6 +11,7 @@ from ebmkit import data
 from ebmkit import experiment
 from ebmkit import gan as gan_lib
 from ebmkit import gin_utils
+from ebmkit import progress
 from ebmkit import workdir as workdir_lib
 from ebmkit.evaluation import classification as classification_lib
 from ebmkit.evaluation import common
@@ -19,6 +20,7 @@ from ebmkit.evaluation import ood_detection as ood_detection_lib
 from ebmkit.evaluation import render
 from ebmkit.evaluation import robustness as robustness_lib
 from ebmkit.evaluation import sample_quality
+from ebmkit.evaluation import summaries
 
 
 def save(workdir, result):
@@ -149,7 +151,6 @@ def evaluate(workdir="ebmkit_runs/default", test_split="test",
     ValueError: for an unknown `feature_extractor`.
   """
   common.check_extractor(feature_extractor)  # Before the judge trains.
-  from ebmkit import callbacks  # pylint: disable=g-import-not-at-top
   started = time.time()
   rng = np.random.default_rng(seed)  # Shared: robustness, then samples.
   test_ds, info = data.load_dataset(split=test_split, training=False,
@@ -161,8 +162,8 @@ def evaluate(workdir="ebmkit_runs/default", test_split="test",
             "dataset": info.name, "test_split": test_split,
             "test_examples": int(len(x_test))}
   # Each part's start, end and time on the console (see PartProgress).
-  parts = callbacks.PartProgress(num_parts(model),
-                                 title=f"Evaluation of {workdir}")
+  parts = progress.PartProgress(num_parts(model),
+                                title=f"Evaluation of {workdir}")
 
   train_split = train_split or gin_utils.bound("train.train_split", "train")
   x_train, y_train = common.arrays(data.load_dataset(split=train_split,
@@ -180,7 +181,7 @@ def evaluate(workdir="ebmkit_runs/default", test_split="test",
     result["part_times_s"] = dict(parts.times)  # every part before the save
     result["wall_time_s"] = round(time.time() - started, 1)
     parts("results.json and report.md", save)(workdir, result)
-    callbacks.write_evaluation_summaries(workdir, result)
+    summaries.write_evaluation_summaries(workdir, result)
     return result
 
   if isinstance(model, gan_lib.GAN):  # G(z) vs DDLS (evaluate_gan).
