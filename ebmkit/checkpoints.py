@@ -6,6 +6,7 @@ import shutil
 import time
 
 from absl import logging
+import keras
 import tensorflow as tf
 
 from ebmkit import compat
@@ -13,26 +14,137 @@ from ebmkit import workdir as workdir_lib
 
 
 def _by_position(variables):
-  """Variables keyed by their position, so checkpoints name every one.
-
-  Keras 3 models do not expose all their variables as checkpoint children
-  (backbone weights would be saved only through the optimizer's references),
-  so ebmkit checkpoints list them explicitly: weights, the replay buffer and
-  the seed generators' states. Keys are positions, not Keras paths, because
-  paths carry per-process name counters ("adam_2/iteration"); positions depend
-  only on the model's structure.
-  """
+  """Variables keyed by their position: the layout of checkpoints written
+  before variables were named (`_named`), still read (`_restore_one`)."""
   return {f"v{i:04d}": v for i, v in enumerate(variables)}
 
 
-def make_checkpoint(model, with_optimizer=True):
-  """A `tf.train.Checkpoint` of every model (and optimizer) variable."""
-  parts = {"model": _by_position(model.variables)}
-  if with_optimizer:
-    parts["optimizer"] = _by_position(model.optimizer.variables)
-    # A model with more optimizers (a GAN's generator's) lists them too.
-    for i, other in enumerate(getattr(model, "other_optimizers", ())):
-      parts[f"optimizer_{i + 1}"] = _by_position(other.variables)
+def _snake(name):
+  """Keras' automatic layer-name base of a class name (EnergyModel →
+  energy_model)."""
+  name = re.sub(r"(.)([A-Z][a-z]+)", r"\1_\2", re.sub(r"\W+", "", name))
+  return re.sub(r"([a-z])([A-Z])", r"\1_\2", name).lower()
+
+
+def _stable(path, bases):
+  """A Keras path without the per-process counters of automatic names
+  (`energy_model_1/replay_buffer/samples` → `energy_model/...`): a component
+  that is an automatic base (`bases`) plus `_<n>` loses the `_<n>`."""
+  parts = []
+  for part in path.split("/"):
+    match = re.fullmatch(r"(.+)_\d+", part)
+    parts.append(match.group(1) if match and match.group(1) in bases
+                 else part)
+  return "/".join(parts)
+
+
+def _nest(flat):
+  """{"a/b/c": v} → {"a": {"b": {"c": v}}}: checkpoint keys that read
+  `a/b/c/.ATTRIBUTES/VARIABLE_VALUE`."""
+  tree = {}
+  for name, value in flat.items():
+    node = tree
+    *folders, leaf = name.split("/")
+    for folder in folders:
+      node = node.setdefault(folder, {})
+    node[leaf] = value
+  return tree
+
+
+def _unique(name, taken):
+  candidate, k = name, 2
+  while candidate in taken or any(t.startswith(candidate + "/")
+                                  for t in taken):
+    candidate, k = f"{name}_{k}", k + 1
+  return candidate
+
+
+def _named(model, optimizers):
+  """Every variable of `model` and `optimizers` by a name a person can read
+  and that does not depend on the process or on where a layer was built:
+  `<attribute>/<path inside that layer>` for the model's layer attributes
+  (`replay_buffer/samples`, `backbone/conv0/kernel`,
+  `sampler/seed_generator`), automatic-name counters dropped; an
+  optimizer's slot variables under the variable they belong to
+  (`backbone/conv0/kernel/momentum`).
+
+  Keras 3 models do not expose all their variables as checkpoint children
+  (backbone weights would be saved only through the optimizer's
+  references), so ebmkit lists them explicitly.
+
+  Returns:
+    ({name: variable} of the model, [{name: variable} per optimizer]).
+  """
+  children = [(a, l) for a, l in vars(model).items()
+              if not a.startswith("_") and isinstance(l, keras.layers.Layer)
+              and l is not model]
+  layers = [model] + compat.flatten_layers(model)
+  bases = {"seed_generator"} | {_snake(type(l).__name__) for l in layers}
+  bases |= {_snake(type(o).__name__) for o in optimizers}
+
+  def inside(path, name):
+    """`path` after its component `name` (the layer's own), counters
+    dropped; all of it when the layer was built outside that scope."""
+    parts = path.split("/")
+    if name in parts:
+      parts = parts[parts.index(name) + 1:]
+    return _stable("/".join(parts), bases)
+
+  owner = {}  # id(variable) → name.
+  for attr, child in children:
+    for layer in [child] + compat.flatten_layers(child):
+      where = attr if layer is child else (
+          f"{attr}/{inside(layer.path or layer.name, child.name)}")
+      for a, value in vars(layer).items():
+        if isinstance(value, keras.random.SeedGenerator):
+          owner.setdefault(id(value.state), f"{where}/{a}")
+    for v in child.variables:
+      owner.setdefault(id(v), f"{attr}/{inside(v.path, child.name)}")
+  for a, value in vars(model).items():
+    if isinstance(value, keras.random.SeedGenerator):
+      owner.setdefault(id(value.state), a)
+  model_names, by_id = {}, {}
+  for v in model.variables:
+    name = _unique(owner.get(id(v)) or inside(v.path, model.name),
+                   model_names)
+    model_names[name] = v
+    by_id[v.path.replace("/", "_")] = name
+  prefixes = sorted(by_id, key=len, reverse=True)
+  optimizer_names = []
+  for optimizer in optimizers:
+    names = {}
+    for v in optimizer.variables:
+      ref = next((p for p in prefixes if v.name.startswith(p + "_")), None)
+      name = f"{by_id[ref]}/{v.name[len(ref) + 1:]}" if ref else v.name
+      names[_unique(name, names)] = v
+    optimizer_names.append(names)
+  return model_names, optimizer_names
+
+
+def make_checkpoint(model, with_optimizer=True, layout="named"):
+  """A `tf.train.Checkpoint` of every model (and optimizer) variable.
+
+  Args:
+    model: a built model (with its optimizer(s) built, for
+      `with_optimizer`).
+    with_optimizer: include the optimizer state (and a GAN's other
+      optimizers').
+    layout: "named" (`_named`: what ebmkit writes) or "positional" (the
+      variables numbered in order, as checkpoints written before 2026-12
+      hold them; read only).
+  """
+  optimizers = ([model.optimizer] + list(getattr(model, "other_optimizers",
+                                                 ())) if with_optimizer
+                else [])
+  if layout == "positional":
+    parts = {"model": _by_position(model.variables)}
+    named = [_by_position(o.variables) for o in optimizers]
+  else:
+    model_names, named = _named(model, optimizers)
+    parts = {"model": _nest(model_names)}
+    named = [_nest(n) for n in named]
+  for i, variables in enumerate(named):
+    parts["optimizer" if i == 0 else f"optimizer_{i}"] = variables
   return tf.train.Checkpoint(**parts)
 
 
@@ -224,17 +336,27 @@ def discard_newer_than(manager, path, workdir=None):
   return newer
 
 
+def _layout(path):
+  """"positional" for a checkpoint written before variables were named."""
+  names = [n for n, _ in tf.train.list_variables(path)]
+  return ("positional" if any(re.match(r"model/v\d{4}/", n) for n in names)
+          else "named")
+
+
 def _restore_one(model, checkpoint, path):
   """Restores `path`; falls back to the model alone when the file has no
   (matching) optimizer state. Returns None, or raises."""
+  layout = _layout(path)
+  if layout != "named":
+    checkpoint = make_checkpoint(model, layout=layout)
   try:
     checkpoint.restore(path).assert_existing_objects_matched()
   except Exception:  # pylint: disable=broad-except
     # A checkpoint without (matching) optimizer state, e.g. one converted
     # from the reference, still gives the model; if this fails too, the
     # file does not fit (its error is the one to report).
-    make_checkpoint(model, with_optimizer=False).restore(path).expect_partial(
-    ).assert_existing_objects_matched()
+    make_checkpoint(model, with_optimizer=False, layout=layout).restore(
+        path).expect_partial().assert_existing_objects_matched()
     logging.warning("Restored the model (weights, buffer) from %s but not "
                     "the optimizer state, which it lacks or which belongs to "
                     "another optimizer; the optimizer starts fresh.", path)
@@ -318,7 +440,8 @@ def restore_model(model, workdir):
   failures = []
   for path in reversed(paths):
     try:
-      status = make_checkpoint(model, with_optimizer=False).restore(path)
+      status = make_checkpoint(model, with_optimizer=False,
+                               layout=_layout(path)).restore(path)
       status.expect_partial().assert_existing_objects_matched()
       return path
     except Exception as e:  # pylint: disable=broad-except
