@@ -4,7 +4,6 @@ import json
 import os
 import subprocess
 import sys
-import zipfile
 
 import gin
 import numpy as np
@@ -12,6 +11,8 @@ import pytest
 import tensorflow_datasets as tfds
 
 from ebmkit import data, experiment, gan, gin_utils, train as train_lib
+
+from conftest import TINY_EVAL, run_ebmkit
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # Bindings that shrink any shipped config to two steps on the CPU.
@@ -132,24 +133,8 @@ def test_bare_names_resolve_from_any_directory(tmp_path, monkeypatch):
     gin_utils.find_gin_file("no_such_config.gin")
 
 
-@pytest.mark.slow
-def test_wheel_ships_the_gin_files(tmp_path):
-  subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps",
-                  "--no-build-isolation", "-q", "-w", str(tmp_path), REPO],
-                 check=True, capture_output=True, cwd=str(tmp_path))
-  wheel = [f for f in os.listdir(tmp_path) if f.endswith(".whl")][0]
-  names = zipfile.ZipFile(os.path.join(tmp_path, wheel)).namelist()
-  shipped = {os.path.relpath(os.path.join(root, f), os.path.join(REPO, "gin"))
-             for root, _, files in os.walk(os.path.join(REPO, "gin"))
-             for f in files if f.endswith(".gin")}
-  assert shipped and {f"ebmkit/configs/{p}" for p in shipped} <= set(names)
-
-
 def run_cli(args, cwd):
-  env = dict(os.environ, PYTHONUNBUFFERED="1")
-  proc = subprocess.run([sys.executable, "-m", "ebmkit.run"] + args, cwd=cwd,
-                        env=env, capture_output=True, text=True, timeout=600)
-  assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+  proc = run_ebmkit(args, cwd)
   return proc.stdout + proc.stderr
 
 
@@ -174,7 +159,6 @@ def test_command_line_trains_resumes_and_evaluates(tmp_path):
   with open(os.path.join(workdir, "results.json")) as f:
     assert json.load(f)["steps"] == 4
 
-  from test_evaluation import TINY_EVAL  # pylint: disable=g-import-not-at-top
   out = run_cli(["--mode=eval", f"--workdir={workdir}"]
                 + [f"--gin_bindings={b}" for b in TINY_EVAL], cwd=str(tmp_path))
   assert "report.md" in out

@@ -4,8 +4,6 @@ import collections
 import json
 import os
 import pickle
-import subprocess
-import sys
 import zipfile
 
 import numpy as np
@@ -13,6 +11,8 @@ import pytest
 import torch_files
 
 from ebmkit import backbones, convert, torch_checkpoint
+
+from conftest import run_module
 
 DATA = os.path.join(os.path.dirname(os.path.abspath(__file__)), "data")
 
@@ -309,17 +309,7 @@ def test_the_reader_matches_torch_where_torch_is_installed(tmp_path):
 
 # -- the converted workdir, used the way a user uses it -----------------------
 
-def run_cli(args, cwd, mock_examples=None):
-  """`python -m <args>` in a fresh process; with `mock_examples`, under
-  tfds.testing.mock_data (CIFAR cannot be downloaded here)."""
-  code = "import runpy, sys; sys.argv = sys.argv[1:]; "
-  if mock_examples:
-    code += ("import tensorflow_datasets as tfds; "
-             f"m = tfds.testing.mock_data(num_examples={mock_examples}); "
-             "m.__enter__(); ")
-  code += "runpy.run_module(sys.argv[0], run_name='__main__')"
-  return subprocess.run([sys.executable, "-c", code] + args, cwd=cwd,
-                        capture_output=True, text=True, timeout=600)
+run_cli = run_module  # `python -m <args>`, optionally on mock data.
 
 
 @pytest.mark.slow

@@ -13,12 +13,7 @@ from ebmkit import gin_utils
 from ebmkit import workdir as workdir_lib
 from ebmkit.evaluation import adversarial, evaluate, render
 
-TINY_EVAL = ["evaluate.sample_steps = 20", "evaluate.num_samples = 64",
-             "evaluate.pgd_examples = 32", "evaluate.linf_eps = (0.0, 0.2)",
-             "evaluate.l2_eps = (0.0, 1.0)", "evaluate.pgd_steps = 3",
-             "evaluate.defense_steps = 2", "evaluate.defense_duplicates = 2",
-             "evaluate.distal_per_class = 1", "evaluate.distal_steps = 30",
-             "evaluate.judge_epochs = 2", "evaluate.ood_examples = 64"]
+from conftest import TINY_EVAL
 
 
 def logits_of(model):

@@ -23,18 +23,13 @@ import tensorflow_datasets as tfds
 from ebmkit import callbacks, data, gin_utils, progress, train as train_lib
 from ebmkit.evaluation import evaluate
 
+from conftest import TINY_EVAL, run_ebmkit
+
 SMALL = "train[:256]"  # 4 steps per epoch at batch 64.
 CONTROL = ("\r", "\x1b", "\x08")  # Carriage return, escape, backspace.
 
 
-def run_cli(args, cwd):
-  env = dict(os.environ, PYTHONUNBUFFERED="1")
-  # stdout=PIPE: not a terminal, as `> log.txt` is not.
-  proc = subprocess.run([sys.executable, "-m", "ebmkit.run"] + args, cwd=cwd,
-                        env=env, stdout=subprocess.PIPE,
-                        stderr=subprocess.PIPE, text=True, timeout=600)
-  assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-  return proc
+run_cli = run_ebmkit  # Its stdout is a pipe, not a terminal, as a log's.
 
 
 def read_events(folder):
@@ -209,7 +204,6 @@ def test_training_logs_step_scalars_and_grids_on_the_step_axis(tmp_path):
 def evaluated(trained, tmp_path_factory):
   """The shared trained workdir, evaluated (small settings): (workdir, the
   evaluation dict, what evaluate() printed)."""
-  from test_evaluation import TINY_EVAL  # pylint: disable=g-import-not-at-top
   workdir = str(tmp_path_factory.mktemp("evaluated") / "jem")
   shutil.copytree(trained[0], workdir)
   gin.clear_config()

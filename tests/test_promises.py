@@ -19,8 +19,7 @@ from ebmkit import checkpoints, experiment, gin_utils, recovery
 from ebmkit import train as train_lib
 from ebmkit import workdir as workdir_lib
 
-SMALL = ["train.train_split = 'train[:256]'", "BUFFER_SIZE = 200",
-         "train.checkpoint_every_steps = 0", "train.verbose = 0"]
+from conftest import SMALL_DIGITS as SMALL
 
 
 def run(workdir, *bindings, **kwargs):

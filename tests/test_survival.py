@@ -16,8 +16,7 @@ import tensorflow as tf
 
 from ebmkit import checkpoints, data, experiment, gin_utils, recovery, train as train_lib
 
-SMALL = ["train.train_split = 'train[:256]'", "BUFFER_SIZE = 200",
-         "train.checkpoint_every_steps = 0", "train.verbose = 0"]
+from conftest import SMALL_DIGITS as SMALL
 
 
 def test_an_absurd_learning_rate_recovers_and_finishes(tmp_path):
