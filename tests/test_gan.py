@@ -300,6 +300,22 @@ def test_eval_and_compare_put_gan_and_ddls_side_by_side(mog_workdir):
   assert "| model | metric | G(z) | DDLS |" in table
 
 
+def test_the_evaluations_own_settings_hold_for_a_gan(mog_workdir):
+  # evaluate.num_samples, sample_steps and draws were silently ignored for
+  # a GAN; bound, they now set its samples, DDLS steps and draws of z.
+  workdir = mog_workdir[0]
+  experiment.parse_workdir_config(workdir)
+  with gin.unlock_config():
+    gin.bind_parameter("evaluate.num_samples", 300)
+    gin.bind_parameter("evaluate.sample_steps", 4)
+    gin.bind_parameter("evaluate.draws", 2)
+  with contextlib.redirect_stdout(io.StringIO()):
+    result = evaluate.evaluate(workdir=workdir)
+  assert result["num_samples"] == 300
+  assert result["ddls_sampler"]["steps"] == 4
+  assert result["draws"] == 2 and "std" in result["ddls"]
+
+
 # -- export --------------------------------------------------------------------
 
 SERVE = r"""

@@ -60,12 +60,12 @@ def evaluate(workdir="ebmkit_runs/default", test_split="test",
              sgld_defense=True, defense_steps=10, defense_step_size=1.0,
              defense_noise=0.01, defense_duplicates=4, distal_per_class=4,
              distal_steps=500, distal_step_size=0.02, distal_threshold=0.9,
-             sample_steps=1000, num_samples=None, conditional_per_class=None,
+             sample_steps=None, num_samples=None, conditional_per_class=None,
              feature_extractor="auto", judge_epochs=20,
              judge_learning_rate=1e-3, judge_batch_size=64, judge_width=32,
              seed=0, fid_network_path=None, sample_draws=None,
              calibration_split=None, held_out_fraction=0.1,
-             detection_fpr=0.05, pgd_restarts=1, eot_samples=1, draws=1,
+             detection_fpr=0.05, pgd_restarts=1, eot_samples=1, draws=None,
              buffer_samples=None):
   """Everything in the JEM paper's results section for a trained workdir.
 
@@ -104,11 +104,14 @@ def evaluate(workdir="ebmkit_runs/default", test_split="test",
     distal_steps: their maximal number of ascent steps.
     distal_step_size: their ascent step, per pixel.
     distal_threshold: p(y = c|x) at which a distal adversarial stops.
-    sample_steps: SGLD steps of fresh chains (from noise).
+    sample_steps: SGLD steps of fresh chains (from noise); None: 1,000. For
+      a GAN: DDLS's Langevin steps on E(z) (None: `evaluate_gan`'s, by
+      default its latent sampler's η).
     num_samples: fresh unconditional samples (and buffer samples, at most
       the buffer's size, unless `buffer_samples` is set) for IS/FID; None:
       `default_num_samples` (50,000 for 32×32 images and larger, the
-      standard count; 500 below).
+      standard count; 500 below). For a GAN: samples of G(z) and of DDLS
+      per draw (None: `evaluate_gan`'s).
     conditional_per_class: class-conditional samples per class; None:
       max(1, 100 // num_classes).
     feature_extractor: "auto" (the standard Inception pool_3 graph if
@@ -141,6 +144,8 @@ def evaluate(workdir="ebmkit_runs/default", test_split="test",
       random starts, distal adversarials' starting noise, and (unless
       `sample_draws` says otherwise) samples. Reported as mean ± standard
       deviation over the draws; with 1, the report says "single draw".
+      None: 1. For a GAN: draws of z (with `sample_draws` first; None:
+      `evaluate_gan`'s).
     buffer_samples: replay-buffer samples for IS/FID (at most the buffer's
       size); None: as many as fresh samples.
 
@@ -187,11 +192,18 @@ def evaluate(workdir="ebmkit_runs/default", test_split="test",
   if isinstance(model, gan_lib.GAN):  # G(z) vs DDLS (evaluate_gan).
     judge = (train_judge(x_train, y_train) if len(model.sample_shape) == 3
              else None)
+    # The evaluation's own settings hold for a GAN too; unset, evaluate_gan's
+    # (its gin bindings, e.g. ddls_mog25.gin's draws) apply.
+    given = {"num_samples": num_samples, "ddls_steps": sample_steps,
+             "draws": sample_draws if sample_draws is not None else draws}
     result.update(parts("G(z) and DDLS samples", gan_eval.evaluate_gan)(
         model, workdir, x_test, x_train, judge_fn=lambda: judge,
         feature_extractor=feature_extractor,
-        fid_network_path=fid_network_path, seed=seed))
+        fid_network_path=fid_network_path, seed=seed,
+        **{k: v for k, v in given.items() if v is not None}))
     return finish()
+  draws = 1 if draws is None else int(draws)
+  sample_steps = 1000 if sample_steps is None else int(sample_steps)
   x_judge, y_judge, x_held, y_held, held_out = common.load_held_out(
       x_train, y_train, train_split, calibration_split, held_out_fraction)
   result["held_out"] = held_out
