@@ -121,6 +121,24 @@ def _named(model, optimizers):
   return model_names, optimizer_names
 
 
+def _optimizers(model, with_optimizer):
+  return ([model.optimizer] + list(getattr(model, "other_optimizers", ()))
+          if with_optimizer else [])
+
+
+def variables_by_name(model, with_optimizer=True):
+  """{name: variable} under the names checkpoints give them ("model/
+  replay_buffer/samples", "optimizer/backbone/conv0/kernel/momentum"; a
+  checkpoint's keys are these plus "/.ATTRIBUTES/VARIABLE_VALUE")."""
+  model_names, optimizer_names = _named(model,
+                                        _optimizers(model, with_optimizer))
+  found = {f"model/{n}": v for n, v in model_names.items()}
+  for i, names in enumerate(optimizer_names):
+    prefix = "optimizer" if i == 0 else f"optimizer_{i}"
+    found.update({f"{prefix}/{n}": v for n, v in names.items()})
+  return found
+
+
 def make_checkpoint(model, with_optimizer=True, layout="named"):
   """A `tf.train.Checkpoint` of every model (and optimizer) variable.
 
@@ -133,9 +151,7 @@ def make_checkpoint(model, with_optimizer=True, layout="named"):
       variables numbered in order, as checkpoints written before 2026-12
       hold them; read only).
   """
-  optimizers = ([model.optimizer] + list(getattr(model, "other_optimizers",
-                                                 ())) if with_optimizer
-                else [])
+  optimizers = _optimizers(model, with_optimizer)
   if layout == "positional":
     parts = {"model": _by_position(model.variables)}
     named = [_by_position(o.variables) for o in optimizers]

@@ -44,6 +44,10 @@ def test_a_checkpoint_names_the_buffer_weights_rng_and_optimizer(tmp_path):
   assert not [n for n in names if "/v0" in n]
   # Every variable once: as many names as the model and optimizer have.
   assert len(names) == len(model.variables) + len(model.optimizer.variables)
+  by_name = checkpoints.variables_by_name(model)
+  assert set(by_name) == set(names)
+  assert by_name["model/replay_buffer/samples"] is (
+      model.replay_buffer.samples)
 
 
 def test_names_do_not_depend_on_the_process_or_where_a_layer_was_built(

@@ -114,11 +114,11 @@ def test_sigkill_mid_run_then_the_same_command_resumes(tmp_path):
   manager = checkpoints.make_manager(model, workdir)
   assert checkpoints.restore_latest(manager, model) == latest
   assert int(model.optimizer.iterations.numpy()) == saved_step
+  by_name = checkpoints.variables_by_name(model)
+  assert {k.split("/.ATTRIBUTES")[0] for k in saved} == set(by_name)
   for key, value in saved.items():
-    part, index = key.split("/")[:2]
-    variables = model.variables if part == "model" else \
-        model.optimizer.variables
-    np.testing.assert_array_equal(variables[int(index[1:])].numpy(), value)
+    np.testing.assert_array_equal(
+        by_name[key.split("/.ATTRIBUTES")[0]].numpy(), value, err_msg=key)
 
   # The same command again: resumes at the saved step and finishes.
   out = subprocess.run(command, capture_output=True, text=True, cwd=str(tmp_path),
