@@ -35,6 +35,19 @@ TINY_EVAL = [
     "evaluate.judge_epochs = 2", "evaluate.ood_examples = 64"]
 
 
+def compiled_digits_model(bindings=()):
+  """The digits JEM config's model with `bindings`, compiled with Adam and
+  its optimizer built: what checkpoints hold, without training."""
+  import keras  # pylint: disable=g-import-not-at-top
+  from ebmkit import experiment, gin_utils  # pylint: disable=g-import-not-at-top
+  gin.clear_config()
+  gin_utils.parse(["jem_digits.gin"], list(bindings))
+  model = experiment.configured_model()
+  model.compile(optimizer=keras.optimizers.Adam(1e-3))
+  model.optimizer.build(model.trainable_variables)
+  return model
+
+
 def run_module(argv, cwd, mock_examples=None, check=False):
   """`python -m argv[0] argv[1:]` in a fresh process, its output captured
   (a pipe, not a terminal, as `> log.txt` is not; unbuffered).

@@ -5,20 +5,13 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from ebmkit import checkpoints, experiment, gin_utils
+from ebmkit import checkpoints
+
+from conftest import compiled_digits_model
 
 
 def _model():
-  model = experiment.configured_model()
-  model.compile(optimizer=keras.optimizers.Adam(1e-3))
-  model.optimizer.build(model.trainable_variables)
-  return model
-
-
-def _setup():
-  import gin  # pylint: disable=g-import-not-at-top
-  gin.clear_config()
-  gin_utils.parse(["jem_digits.gin"], ["BUFFER_SIZE = 200"])
+  return compiled_digits_model(["BUFFER_SIZE = 200"])
 
 
 def _names(path):
@@ -28,7 +21,6 @@ def _names(path):
 
 
 def test_a_checkpoint_names_the_buffer_weights_rng_and_optimizer(tmp_path):
-  _setup()
   model = _model()
   path = checkpoints.make_checkpoint(model).write(str(tmp_path / "c"))
   names = _names(path)
@@ -52,7 +44,6 @@ def test_a_checkpoint_names_the_buffer_weights_rng_and_optimizer(tmp_path):
 
 def test_names_do_not_depend_on_the_process_or_where_a_layer_was_built(
     tmp_path):
-  _setup()
   model = _model()
   first = _names(checkpoints.make_checkpoint(model).write(
       str(tmp_path / "a")))
@@ -81,7 +72,6 @@ def test_names_do_not_depend_on_the_process_or_where_a_layer_was_built(
 
 
 def test_a_checkpoint_of_the_older_positional_layout_is_restored(tmp_path):
-  _setup()
   old = _model()
   for i, v in enumerate(old.variables):
     v.assign(tf.fill(v.shape, tf.cast(i + 1, v.dtype)))

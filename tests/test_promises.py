@@ -20,6 +20,7 @@ from ebmkit import train as train_lib
 from ebmkit import workdir as workdir_lib
 
 from conftest import SMALL_DIGITS as SMALL
+from conftest import compiled_digits_model
 
 
 def run(workdir, *bindings, **kwargs):
@@ -342,88 +343,72 @@ def test_a_rollback_target_that_diverges_again_sends_the_next_one_further_back(
   # the guard but was already ruined. Here the checkpoints are written by
   # hand, each with its own first kernel value, so that where each recovery
   # lands can be read back from the weights.
-  import keras  # pylint: disable=g-import-not-at-top
   workdir = str(tmp_path / "run")
-  gin_utils.parse(["jem_digits.gin"], SMALL)
-  try:
-    model = experiment.configured_model()
-    model.compile(optimizer=keras.optimizers.Adam(1e-3))
-    model.optimizer.build(model.trainable_variables)
-    manager = checkpoints.make_manager(model, workdir)
-    kernel = model.trainable_variables[0]
-    guard = recovery.DivergenceGuard()
-    guard.set_model(model)
+  model = compiled_digits_model(SMALL)
+  manager = checkpoints.make_manager(model, workdir)
+  kernel = model.trainable_variables[0]
+  guard = recovery.DivergenceGuard()
+  guard.set_model(model)
 
-    def save(step, verify):
-      kernel.assign(tf.fill(kernel.shape, float(step)))
-      model.optimizer.iterations.assign(step)
-      path = manager.save(checkpoint_number=step)
-      if verify:
-        checkpoints.mark_verified(workdir, path)
-      return path
+  def save(step, verify):
+    kernel.assign(tf.fill(kernel.shape, float(step)))
+    model.optimizer.iterations.assign(step)
+    path = manager.save(checkpoint_number=step)
+    if verify:
+      checkpoints.mark_verified(workdir, path)
+    return path
 
-    def diverge(previous):
-      guard.reset()
-      guard._flag("a test divergence")  # pylint: disable=protected-access
-      event = recovery.recover(model, manager, guard, workdir, 1e-3, 1.0,
-                               0.5, 0.0, previous_target=previous)
-      assert float(kernel.numpy().flat[0]) == float(
-          event["rolled_back_to"].rsplit("-", 1)[1])  # Restored it.
-      return event
+  def diverge(previous):
+    guard.reset()
+    guard._flag("a test divergence")  # pylint: disable=protected-access
+    event = recovery.recover(model, manager, guard, workdir, 1e-3, 1.0,
+                             0.5, 0.0, previous_target=previous)
+    assert float(kernel.numpy().flat[0]) == float(
+        event["rolled_back_to"].rsplit("-", 1)[1])  # Restored it.
+    return event
 
-    for step in (0, 10, 20):
-      save(step, verify=True)
-    save(30, verify=False)
-    first = diverge(None)
-    assert first["rolled_back_to"].endswith("ckpt-20")
-    assert not first["stepped_back"] and first["discarded"] == ["ckpt-30"]
-    # Training from ckpt-20 diverges again before anything newer passes.
-    save(25, verify=False)
-    second = diverge(first["rolled_back_to"])
-    assert second["rolled_back_to"].endswith("ckpt-10")
-    assert second["stepped_back"]
-    assert sorted(second["discarded"]) == ["ckpt-20", "ckpt-25"]
-    # ckpt-20 is gone from the verified list too: a new ckpt-20, written
-    # after the rollback, counts only once its own next step passes.
-    assert checkpoints.verified(workdir) == {"ckpt-0", "ckpt-10"}
-    save(20, verify=False)
-    third = diverge(second["rolled_back_to"])
-    assert third["rolled_back_to"].endswith("ckpt-0") and third["stepped_back"]
-    fourth = diverge(third["rolled_back_to"])  # The first: no further back.
-    assert fourth["rolled_back_to"].endswith("ckpt-0")
-    assert not fourth["stepped_back"]
-    events = recovery.load_recoveries(workdir)
-    assert [e["rolled_back_to"][-7:] for e in events] == [
-        "ckpt-20", "ckpt-10", "/ckpt-0", "/ckpt-0"]
-    message = str(recovery.gave_up(events, 3, 0.5, 0.0, 0.0, workdir,
-                                   fourth["rolled_back_to"]))
-    assert "now ckpt-0, the state the last rollback went to" in message
-    assert "diverged from it again 1 time(s)" in message
-    assert "a good state" not in message
-  finally:
-    import gin  # pylint: disable=g-import-not-at-top
-    gin.clear_config()
+  for step in (0, 10, 20):
+    save(step, verify=True)
+  save(30, verify=False)
+  first = diverge(None)
+  assert first["rolled_back_to"].endswith("ckpt-20")
+  assert not first["stepped_back"] and first["discarded"] == ["ckpt-30"]
+  # Training from ckpt-20 diverges again before anything newer passes.
+  save(25, verify=False)
+  second = diverge(first["rolled_back_to"])
+  assert second["rolled_back_to"].endswith("ckpt-10")
+  assert second["stepped_back"]
+  assert sorted(second["discarded"]) == ["ckpt-20", "ckpt-25"]
+  # ckpt-20 is gone from the verified list too: a new ckpt-20, written
+  # after the rollback, counts only once its own next step passes.
+  assert checkpoints.verified(workdir) == {"ckpt-0", "ckpt-10"}
+  save(20, verify=False)
+  third = diverge(second["rolled_back_to"])
+  assert third["rolled_back_to"].endswith("ckpt-0") and third["stepped_back"]
+  fourth = diverge(third["rolled_back_to"])  # The first: no further back.
+  assert fourth["rolled_back_to"].endswith("ckpt-0")
+  assert not fourth["stepped_back"]
+  events = recovery.load_recoveries(workdir)
+  assert [e["rolled_back_to"][-7:] for e in events] == [
+      "ckpt-20", "ckpt-10", "/ckpt-0", "/ckpt-0"]
+  message = str(recovery.gave_up(events, 3, 0.5, 0.0, 0.0, workdir,
+                                 fourth["rolled_back_to"]))
+  assert "now ckpt-0, the state the last rollback went to" in message
+  assert "diverged from it again 1 time(s)" in message
+  assert "a good state" not in message
 
 
 def test_rotation_keeps_the_two_newest_verified_checkpoints(tmp_path):
-  import keras  # pylint: disable=g-import-not-at-top
   workdir = str(tmp_path / "run")
-  gin_utils.parse(["jem_digits.gin"], SMALL)
-  try:
-    model = experiment.configured_model()
-    model.compile(optimizer=keras.optimizers.Adam(1e-3))
-    model.optimizer.build(model.trainable_variables)
-    manager = checkpoints.make_manager(model, workdir)
-    for step in range(6):
-      path = manager.save(checkpoint_number=step)
-      if step in (0, 1, 2):
-        checkpoints.mark_verified(workdir, path)
-    deleted = checkpoints.prune(manager, workdir, keep=2, protect_anchor=True)
-    names = [os.path.basename(p) for p in manager.checkpoints]
-    # Newest 2 (4, 5), the two newest verified (1, 2) and the anchor (0).
-    assert names == ["ckpt-0", "ckpt-1", "ckpt-2", "ckpt-4", "ckpt-5"]
-    assert [os.path.basename(p) for p in deleted] == ["ckpt-3"]
-    assert checkpoints.verified(workdir) == {"ckpt-0", "ckpt-1", "ckpt-2"}
-  finally:
-    import gin  # pylint: disable=g-import-not-at-top
-    gin.clear_config()
+  model = compiled_digits_model(SMALL)
+  manager = checkpoints.make_manager(model, workdir)
+  for step in range(6):
+    path = manager.save(checkpoint_number=step)
+    if step in (0, 1, 2):
+      checkpoints.mark_verified(workdir, path)
+  deleted = checkpoints.prune(manager, workdir, keep=2, protect_anchor=True)
+  names = [os.path.basename(p) for p in manager.checkpoints]
+  # Newest 2 (4, 5), the two newest verified (1, 2) and the anchor (0).
+  assert names == ["ckpt-0", "ckpt-1", "ckpt-2", "ckpt-4", "ckpt-5"]
+  assert [os.path.basename(p) for p in deleted] == ["ckpt-3"]
+  assert checkpoints.verified(workdir) == {"ckpt-0", "ckpt-1", "ckpt-2"}
