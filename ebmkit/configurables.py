@@ -10,18 +10,18 @@ registers them, so that `import ebmkit` is all a .gin file needs.
 import gin
 import keras
 
-from ebmkit import backbones  # pylint: disable=unused-import
-from ebmkit import buffer
-from ebmkit import data  # pylint: disable=unused-import
-from ebmkit import energy
-from ebmkit import experiment  # pylint: disable=unused-import
-from ebmkit import gan
-from ebmkit import gan_networks  # pylint: disable=unused-import
-from ebmkit import models
-from ebmkit import sampling
-from ebmkit import schedules
-from ebmkit import train  # pylint: disable=unused-import
+from ebmkit.data import pipeline as data  # pylint: disable=unused-import
 from ebmkit.evaluation import evaluate  # pylint: disable=unused-import
+from ebmkit.gan import model as gan
+from ebmkit.gan import networks as gan_networks  # pylint: disable=unused-import
+from ebmkit.models import buffer
+from ebmkit.models import energy_model as models
+from ebmkit.models import heads as energy
+from ebmkit.models import sampling
+from ebmkit.networks import backbones  # pylint: disable=unused-import
+from ebmkit.training import experiment  # pylint: disable=unused-import
+from ebmkit.training import schedules
+from ebmkit.training import train  # pylint: disable=unused-import
 
 for _cls in (models.EnergyModel, energy.EnergyHead, energy.ScalarEnergyHead,
              buffer.ReplayBuffer, sampling.LangevinSampler,

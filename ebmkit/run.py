@@ -65,7 +65,7 @@ def _workdir(gin_files):
 def _run():
   """The chosen mode; user errors propagate to `main`."""
   from ebmkit import gin_utils  # pylint: disable=g-import-not-at-top
-  from ebmkit import train as train_lib  # pylint: disable=g-import-not-at-top
+  from ebmkit.training import train as train_lib  # pylint: disable=g-import-not-at-top
   from ebmkit import workdir as workdir_lib  # pylint: disable=g-import-not-at-top
   from ebmkit.evaluation import evaluate  # pylint: disable=g-import-not-at-top
   from ebmkit.evaluation import render  # pylint: disable=g-import-not-at-top
@@ -90,13 +90,13 @@ def _run():
   workdir = FLAGS.workdir or gin_utils.bound("train.workdir", None) or (
       _workdir(gin_files))
   if FLAGS.mode == "train":
-    from ebmkit import distribute  # pylint: disable=g-import-not-at-top
+    from ebmkit.distribute import strategy as distribute  # pylint: disable=g-import-not-at-top
     # Before gin makes train's optimizer, which starts TensorFlow.
     distribute.prepare(gin_utils.bound("train.distribute", None),
                        gin_utils.bound("train.worker_timeout_s", None))
     train_lib.train(workdir=workdir, fresh=FLAGS.fresh)
   elif FLAGS.mode == "export":
-    from ebmkit import serving  # pylint: disable=g-import-not-at-top
+    from ebmkit.serving import export as serving  # pylint: disable=g-import-not-at-top
     export_dir = FLAGS.export_dir or workdir_lib.path(workdir,
                                                       workdir_lib.EXPORT)
     meta = serving.export_workdir(
@@ -122,11 +122,11 @@ def main(argv):
   if not verbose:
     # absl shows INFO by default: every checkpoint save, every TFDS lookup.
     logging.set_verbosity(logging.WARNING)
-  from ebmkit import checkpoints  # pylint: disable=g-import-not-at-top
-  from ebmkit import data  # pylint: disable=g-import-not-at-top
-  from ebmkit import distribute  # pylint: disable=g-import-not-at-top
-  from ebmkit import experiment  # pylint: disable=g-import-not-at-top
-  from ebmkit import recovery  # pylint: disable=g-import-not-at-top
+  from ebmkit.training import checkpoints  # pylint: disable=g-import-not-at-top
+  from ebmkit.data import pipeline as data  # pylint: disable=g-import-not-at-top
+  from ebmkit.distribute import strategy as distribute  # pylint: disable=g-import-not-at-top
+  from ebmkit.training import experiment  # pylint: disable=g-import-not-at-top
+  from ebmkit.training import recovery  # pylint: disable=g-import-not-at-top
   from ebmkit import workdir as workdir_lib  # pylint: disable=g-import-not-at-top
   fixable = (FileNotFoundError, data.DatasetUnavailableError,
              experiment.NoModelConfiguredError, recovery.TrainingDivergedError,

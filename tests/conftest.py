@@ -39,7 +39,8 @@ def compiled_digits_model(bindings=()):
   """The digits JEM config's model with `bindings`, compiled with Adam and
   its optimizer built: what checkpoints hold, without training."""
   import keras  # pylint: disable=g-import-not-at-top
-  from ebmkit import experiment, gin_utils  # pylint: disable=g-import-not-at-top
+  from ebmkit import gin_utils  # pylint: disable=g-import-not-at-top
+  from ebmkit.training import experiment
   gin.clear_config()
   gin_utils.parse(["jem_digits.gin"], list(bindings))
   model = experiment.configured_model()
@@ -93,7 +94,11 @@ def trained(tmp_path_factory):
   """JEM on the digits for 4 epochs (about 10 s), shared by the tests of
   evaluation and export: (workdir, restored model, 100 test images, labels).
   """
-  from ebmkit import checkpoints, data, experiment, gin_utils, train  # pylint: disable=g-import-not-at-top
+  from ebmkit import gin_utils  # pylint: disable=g-import-not-at-top
+  from ebmkit.training import checkpoints
+  from ebmkit.data import pipeline as data
+  from ebmkit.training import experiment
+  from ebmkit.training import train
   workdir = str(tmp_path_factory.mktemp("jem"))
   gin.clear_config()
   gin_utils.parse(["jem_digits.gin"], ["EPOCHS = 4", "BUFFER_SIZE = 500",

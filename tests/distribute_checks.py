@@ -23,7 +23,13 @@ import gin  # pylint: disable=g-import-not-at-top
 import keras  # pylint: disable=g-import-not-at-top
 import numpy as np  # pylint: disable=g-import-not-at-top
 
-from ebmkit import backbones, callbacks, checkpoints, distribute, experiment, gin_utils, replicas  # pylint: disable=g-import-not-at-top,g-multiple-import
+from ebmkit import gin_utils  # pylint: disable=g-import-not-at-top,g-multiple-import
+from ebmkit.distribute import strategy as distribute
+from ebmkit.models import replicas
+from ebmkit.networks import backbones
+from ebmkit.training import callbacks
+from ebmkit.training import checkpoints
+from ebmkit.training import experiment
 
 STRATEGY = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
 # Chains made deterministic: no noise, no re-initialisation, and every slot
@@ -328,7 +334,7 @@ def recovery_and_outputs():
   """`train` under the strategy: an absurd learning rate diverges, the run
   rolls back to the verified initial checkpoint with the rate cut, and
   finishes; its workdir holds what a one-device run writes."""
-  from ebmkit import train as train_lib  # pylint: disable=g-import-not-at-top
+  from ebmkit.training import train as train_lib  # pylint: disable=g-import-not-at-top
   gin.clear_config()
   gin_utils.parse(["jem_digits.gin"], [
       "train.train_split = 'train[:256]'", "BUFFER_SIZE = 200",

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from ebmkit import buffer
+from ebmkit.models import buffer
 
 
 def make(size=100, **kwargs):

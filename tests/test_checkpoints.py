@@ -5,7 +5,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from ebmkit import checkpoints
+from ebmkit.training import checkpoints
 
 from conftest import compiled_digits_model
 
@@ -56,7 +56,7 @@ def test_names_do_not_depend_on_the_process_or_where_a_layer_was_built(
   # A backbone built (called) before the model wraps it has Keras paths
   # without the model's scope; the names are the same.
   import ebmkit  # pylint: disable=g-import-not-at-top
-  from ebmkit import backbones  # pylint: disable=g-import-not-at-top
+  from ebmkit.networks import backbones  # pylint: disable=g-import-not-at-top
   backbone = backbones.small_convnet(num_classes=10)
   backbone(np.zeros((1, 8, 8, 1), np.float32))
   prebuilt = ebmkit.EnergyModel(backbone,

@@ -11,7 +11,7 @@ import tensorflow as tf
 
 from ebmkit import compat
 from ebmkit import gin_utils
-from ebmkit import model_metrics
+from ebmkit.models import metrics as model_metrics
 
 
 def test_a_reported_metric_direction_reaches_keras_callbacks():

@@ -10,7 +10,11 @@ import numpy as np
 import pytest
 import tensorflow_datasets as tfds
 
-from ebmkit import data, experiment, gan, gin_utils, train as train_lib
+from ebmkit import gin_utils
+from ebmkit.data import pipeline as data
+from ebmkit.gan import model as gan
+from ebmkit.training import experiment
+from ebmkit.training import train as train_lib
 
 from conftest import TINY_EVAL, run_ebmkit
 

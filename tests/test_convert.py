@@ -10,7 +10,9 @@ import numpy as np
 import pytest
 import torch_files
 
-from ebmkit import backbones, convert, torch_checkpoint
+from ebmkit.convert import converter as convert
+from ebmkit.convert import torch_checkpoint
+from ebmkit.networks import backbones
 
 from conftest import run_module
 
@@ -122,7 +124,8 @@ def nhwc(x):
 
 def uncond_model(depth, width):
   """The reference's F as an ebmkit model: scalar head on WRN features."""
-  from ebmkit import energy, models  # pylint: disable=g-import-not-at-top
+  from ebmkit.models import heads as energy  # pylint: disable=g-import-not-at-top
+  from ebmkit.models import energy_model as models
   model = models.EnergyModel(
       backbones.wide_resnet(depth, width, num_classes=0),
       head=energy.ScalarEnergyHead(), clf_weight=0.0)

@@ -8,7 +8,7 @@ from sklearn import datasets as sk_datasets
 import tensorflow as tf
 import tensorflow_datasets as tfds
 
-from ebmkit import data
+from ebmkit.data import pipeline as data
 
 
 def raw_split(split):

@@ -59,7 +59,7 @@ def test_a_broken_link_or_a_renamed_function_fails_the_build(tmp_path):
   (docs / "maths.md").write_text(
       (docs / "maths.md").read_text().replace("[the old page]", "the old "))
   with open(docs / "api.md", "a") as f:
-    f.write("\n::: ebmkit.sampling.NoSuchSampler\n")
+    f.write("\n::: ebmkit.models.sampling.NoSuchSampler\n")
   result = _build(str(config_path), tmp_path / "site2")
   assert result.returncode != 0
   assert "NoSuchSampler" in result.stderr

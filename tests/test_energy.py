@@ -3,7 +3,7 @@
 import numpy as np
 from scipy.special import log_softmax, logsumexp, softmax
 
-from ebmkit import energy
+from ebmkit.models import heads as energy
 
 RNG = np.random.default_rng(0)
 

@@ -122,7 +122,7 @@ def test_eval_run_writes_the_whole_report(trained, tmp_path):
 def test_formerly_fixed_settings_are_bindable_and_used(trained, tmp_path):
   import keras  # pylint: disable=g-import-not-at-top
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
-  from ebmkit import data  # pylint: disable=g-import-not-at-top
+  from ebmkit.data import pipeline as data  # pylint: disable=g-import-not-at-top
   workdir = str(tmp_path / "jem")
   shutil.copytree(trained[0], workdir)
   gin_utils.parse([os.path.join(workdir, "operative_config.gin")], [

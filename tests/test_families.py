@@ -6,7 +6,12 @@ import pytest
 from scipy import stats
 import tensorflow as tf
 
-from ebmkit import buffer, data, experiment, gin_utils, schedules, train as train_lib
+from ebmkit import gin_utils
+from ebmkit.data import pipeline as data
+from ebmkit.models import buffer
+from ebmkit.training import experiment
+from ebmkit.training import schedules
+from ebmkit.training import train as train_lib
 
 SAMPLER_PARTS = ["samplers/class_conditional_px.gin", "samplers/short_run.gin",
                  "samplers/clamped.gin", "samplers/noise_free.gin",

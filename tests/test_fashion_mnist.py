@@ -11,8 +11,8 @@ import pytest
 import tensorflow_datasets as tfds
 from tensorflow_datasets.image_classification import mnist as tfds_mnist
 
-from ebmkit import data
-from ebmkit.datasets import idx
+from ebmkit.data import pipeline as data
+from ebmkit.data.datasets import idx
 from ebmkit.evaluation import ood
 
 REAL_DIR = "/usr/share/datasets/fashion-mnist"
@@ -230,7 +230,8 @@ def test_mnist_like_digits_are_drawn_as_mnist_and_are_not_fashion_images():
 def test_shipped_jem_config_learns_real_fashion_mnist(tmp_path):
   """A few hundred iterations of jem_fashion_mnist.gin on the real data."""
   real_files_or_skip()
-  from ebmkit import gin_utils, train  # pylint: disable=g-import-not-at-top
+  from ebmkit import gin_utils  # pylint: disable=g-import-not-at-top
+  from ebmkit.training import train
   gin_utils.parse(["jem_fashion_mnist.gin"], [
       "EPOCHS = 1", "train.train_split = 'train[5000:24200]'",  # 300 iter.
       "train.validation_split = None", "train.test_split = 'test[:2000]'",
@@ -242,7 +243,7 @@ def test_shipped_jem_config_learns_real_fashion_mnist(tmp_path):
 
 
 def test_the_lean_backbone_has_the_parameters_counted_by_hand():
-  from ebmkit import backbones  # pylint: disable=g-import-not-at-top
+  from ebmkit.networks import backbones  # pylint: disable=g-import-not-at-top
   net = backbones.small_convnet(10, widths=(32, 64), strides=(2, 2),
                                 pool="flatten", dense_units=(128,))
   out = net(np.zeros((3, 28, 28, 1), np.float32))
@@ -260,7 +261,7 @@ def test_the_lean_backbone_has_the_parameters_counted_by_hand():
 
 
 def test_the_dcgan_generator_makes_28x28_images_with_the_counted_weights():
-  from ebmkit import gan_networks  # pylint: disable=g-import-not-at-top
+  from ebmkit.gan import networks as gan_networks  # pylint: disable=g-import-not-at-top
   gen = gan_networks.dcgan_generator(latent_dim=64, width=32, start_size=7,
                                      upsamples=2)
   assert gen.output_shape == (None, 28, 28, 1)

@@ -15,10 +15,18 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from ebmkit import checkpoints, data, ddls, experiment, gan, gan_networks
-from ebmkit import gin_utils, sampling, serving, train as train_lib
-from ebmkit.datasets import mixture
+from ebmkit import gin_utils
+from ebmkit.data import pipeline as data
+from ebmkit.data.datasets import mixture
 from ebmkit.evaluation import evaluate, gan_eval, render
+from ebmkit.gan import ddls
+from ebmkit.gan import model as gan
+from ebmkit.gan import networks as gan_networks
+from ebmkit.models import sampling
+from ebmkit.serving import export as serving
+from ebmkit.training import checkpoints
+from ebmkit.training import experiment
+from ebmkit.training import train as train_lib
 import test_logs  # pylint: disable=g-bad-import-order
 
 

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from ebmkit import gan_networks
+from ebmkit.gan import networks as gan_networks
 
 # Small versions of every shipped network: (factory, kwargs, input shape).
 NETWORKS = {

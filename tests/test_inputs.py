@@ -17,8 +17,14 @@ from scipy.special import softmax
 import tensorflow as tf
 
 import ebmkit
-from ebmkit import backbones, buffer, data, inference, models, sampling
-from ebmkit import serving, validation
+from ebmkit.data import pipeline as data
+from ebmkit.models import buffer
+from ebmkit.models import energy_model as models
+from ebmkit.models import inference
+from ebmkit.models import sampling
+from ebmkit.models import validation
+from ebmkit.networks import backbones
+from ebmkit.serving import export as serving
 
 SCALE_HINT = r"scale pixels as pixel / 127\.5 - 1"
 WRONG_SCALE = r"wrongly scaled.*" + SCALE_HINT

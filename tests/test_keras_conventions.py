@@ -13,7 +13,11 @@ from scipy.special import log_softmax, logsumexp
 import tensorflow as tf
 
 import ebmkit
-from ebmkit import backbones, buffer, energy, models, sampling
+from ebmkit.models import buffer
+from ebmkit.models import energy_model as models
+from ebmkit.models import heads as energy
+from ebmkit.models import sampling
+from ebmkit.networks import backbones
 
 X = np.array([[1.0, -1.0], [0.3, 0.2], [-0.5, 0.9], [0.8, 0.6]], np.float32)
 Y = np.array([0, 2, 1, 2])
@@ -306,7 +310,10 @@ SAMPLE_SIGNATURE_CLIENT = r"""
 import sys
 import tensorflow as tf
 import ebmkit
-from ebmkit import backbones, buffer, models, sampling
+from ebmkit.models import buffer
+from ebmkit.models import energy_model as models
+from ebmkit.models import sampling
+from ebmkit.networks import backbones
 model = models.EnergyModel(
     backbones.small_convnet(10, widths=(4,)),
     replay_buffer=buffer.ReplayBuffer(20), sampler=sampling.LangevinSampler(2))

@@ -20,8 +20,11 @@ import pytest
 import tensorflow as tf
 import tensorflow_datasets as tfds
 
-from ebmkit import callbacks, data, gin_utils, progress, train as train_lib
+from ebmkit import gin_utils, progress
+from ebmkit.data import pipeline as data
 from ebmkit.evaluation import evaluate
+from ebmkit.training import callbacks
+from ebmkit.training import train as train_lib
 
 from conftest import TINY_EVAL, run_ebmkit
 
@@ -341,7 +344,7 @@ def test_advice_quotes_odd_folders_for_the_shell():
 def test_advice_for_an_embedded_data_set_prepares_it(tmp_path):
   folder = str(tmp_path / "tfds")
   argv = command_of(how_to_prepare("sklearn_digits", folder))
-  assert "import ebmkit.datasets" in argv[2]
+  assert "import ebmkit.data.datasets" in argv[2]
   subprocess.run([sys.executable] + argv[1:], cwd=str(tmp_path), check=True,
                  capture_output=True, timeout=300)
   ds, info = data.tfds_load("sklearn_digits", "train", data_dir=folder,

@@ -8,7 +8,12 @@ import pytest
 from scipy.special import log_softmax, logsumexp
 import tensorflow as tf
 
-from ebmkit import backbones, buffer, data, energy, models, sampling
+from ebmkit.data import pipeline as data
+from ebmkit.models import buffer
+from ebmkit.models import energy_model as models
+from ebmkit.models import heads as energy
+from ebmkit.models import sampling
+from ebmkit.networks import backbones
 
 
 def tiny_model(weights=(1.0, 1.0, 0.0, 0.0), buffer_value=0.5, steps=0,

@@ -14,7 +14,11 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from ebmkit import backbones, buffer, data, models, sampling
+from ebmkit.data import pipeline as data
+from ebmkit.models import buffer
+from ebmkit.models import energy_model as models
+from ebmkit.models import sampling
+from ebmkit.networks import backbones
 
 
 def small_jem(seed=0, noise=0.0, reinit_prob=0.0):

@@ -15,9 +15,12 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from ebmkit import checkpoints, experiment, gin_utils, recovery
-from ebmkit import train as train_lib
+from ebmkit import gin_utils
 from ebmkit import workdir as workdir_lib
+from ebmkit.training import checkpoints
+from ebmkit.training import experiment
+from ebmkit.training import recovery
+from ebmkit.training import train as train_lib
 
 from conftest import SMALL_DIGITS as SMALL
 from conftest import compiled_digits_model

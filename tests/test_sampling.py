@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from ebmkit import sampling
+from ebmkit.models import sampling
 
 MEAN = np.array([1.0, -2.0], np.float32)
 COV = np.array([[1.0, 0.6], [0.6, 0.5]], np.float32)

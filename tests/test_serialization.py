@@ -21,8 +21,16 @@ import pytest
 import tensorflow as tf
 
 import ebmkit
-from ebmkit import backbones, buffer, ddls, energy, gan, gan_networks, models
-from ebmkit import replicas, sampling, schedules
+from ebmkit.gan import ddls
+from ebmkit.gan import model as gan
+from ebmkit.gan import networks as gan_networks
+from ebmkit.models import buffer
+from ebmkit.models import energy_model as models
+from ebmkit.models import heads as energy
+from ebmkit.models import replicas
+from ebmkit.models import sampling
+from ebmkit.networks import backbones
+from ebmkit.training import schedules
 
 IMAGE_SHAPE = (4, 4, 1)  # Samples of the tiny models below.
 

@@ -11,7 +11,12 @@ from scipy.special import softmax
 import tensorflow as tf
 
 import ebmkit
-from ebmkit import backbones, buffer, energy, inference, models, serving
+from ebmkit.models import buffer
+from ebmkit.models import energy_model as models
+from ebmkit.models import heads as energy
+from ebmkit.models import inference
+from ebmkit.networks import backbones
+from ebmkit.serving import export as serving
 
 CLIENT = r'''
 import json, sys
@@ -170,7 +175,7 @@ def test_prediction_and_ranking(trained):
 
 
 def test_detection_meets_its_false_positive_rate_on_held_out_data(trained):
-  from ebmkit import data  # pylint: disable=g-import-not-at-top
+  from ebmkit.data import pipeline as data  # pylint: disable=g-import-not-at-top
   _, model, _, _ = trained
   x, y = next(iter(data.load_dataset(split="test", batch_size=360,
                                      training=False)))

@@ -14,7 +14,12 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from ebmkit import checkpoints, data, experiment, gin_utils, recovery, train as train_lib
+from ebmkit import gin_utils
+from ebmkit.data import pipeline as data
+from ebmkit.training import checkpoints
+from ebmkit.training import experiment
+from ebmkit.training import recovery
+from ebmkit.training import train as train_lib
 
 from conftest import SMALL_DIGITS as SMALL
 

@@ -10,7 +10,10 @@ import tensorflow as tf
 
 import pytest
 
-from ebmkit import checkpoints, experiment, gin_utils, train as train_lib
+from ebmkit import gin_utils
+from ebmkit.training import checkpoints
+from ebmkit.training import experiment
+from ebmkit.training import train as train_lib
 
 SMALL = "train[:256]"  # 4 steps per epoch at batch 64.
 

@@ -122,7 +122,10 @@ def parts():
   import keras  # pylint: disable=g-import-not-at-top
   import numpy as np  # pylint: disable=g-import-not-at-top
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
-  from ebmkit import data, experiment, gin_utils, sampling  # pylint: disable=g-import-not-at-top
+  from ebmkit import gin_utils  # pylint: disable=g-import-not-at-top
+  from ebmkit.data import pipeline as data
+  from ebmkit.training import experiment
+  from ebmkit.models import sampling
   if FLAGS.mixed_precision:
     keras.mixed_precision.set_global_policy(FLAGS.mixed_precision)
   gin_utils.parse(FLAGS.gin_file, FLAGS.gin_bindings)

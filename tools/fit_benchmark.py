@@ -164,7 +164,10 @@ def run(flags, forward_flops):
   import gin  # pylint: disable=g-import-not-at-top
   import keras  # pylint: disable=g-import-not-at-top
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
-  from ebmkit import data, experiment, gin_utils, sampling  # pylint: disable=g-import-not-at-top
+  from ebmkit import gin_utils  # pylint: disable=g-import-not-at-top
+  from ebmkit.data import pipeline as data
+  from ebmkit.training import experiment
+  from ebmkit.models import sampling
   if flags.mixed_precision:
     keras.mixed_precision.set_global_policy(flags.mixed_precision)
   gin_utils.parse(flags.gin_file, flags.gin_bindings)
@@ -233,7 +236,10 @@ def sampler_forms(flags):
   """--mode=sampler_forms: η steps of the model's chain in each loop form."""
   import keras  # pylint: disable=g-import-not-at-top
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
-  from ebmkit import data, experiment, gin_utils, sampling  # pylint: disable=g-import-not-at-top
+  from ebmkit import gin_utils  # pylint: disable=g-import-not-at-top
+  from ebmkit.data import pipeline as data
+  from ebmkit.training import experiment
+  from ebmkit.models import sampling
   if flags.mixed_precision:
     keras.mixed_precision.set_global_policy(flags.mixed_precision)
   gin_utils.parse(flags.gin_file, flags.gin_bindings)

@@ -3,7 +3,7 @@
 import numpy as np
 import tensorflow as tf
 
-from ebmkit import sampling
+from ebmkit.models import sampling
 
 
 def _flat_norm(t):

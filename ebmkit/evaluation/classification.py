@@ -4,10 +4,10 @@ reliability diagram), and the detection threshold on E(x, y)."""
 import numpy as np
 import tensorflow as tf
 
-from ebmkit import inference
 from ebmkit.evaluation import common
 from ebmkit.evaluation import metrics
 from ebmkit.evaluation import plots
+from ebmkit.models import inference
 
 
 def classification(model, x_test, y_test, workdir, num_bins=15):

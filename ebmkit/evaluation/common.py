@@ -6,10 +6,10 @@ import os
 
 import numpy as np
 
-from ebmkit import data
 from ebmkit import gin_utils
 from ebmkit import images
 from ebmkit import workdir as workdir_lib
+from ebmkit.data import pipeline as data
 from ebmkit.evaluation import judge as judge_lib
 
 FEATURE_EXTRACTORS = ("auto", "inception_pool3", "inception_v3",

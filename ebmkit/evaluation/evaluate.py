@@ -7,12 +7,10 @@ import time
 import gin
 import numpy as np
 
-from ebmkit import data
-from ebmkit import experiment
-from ebmkit import gan as gan_lib
 from ebmkit import gin_utils
 from ebmkit import progress
 from ebmkit import workdir as workdir_lib
+from ebmkit.data import pipeline as data
 from ebmkit.evaluation import classification as classification_lib
 from ebmkit.evaluation import common
 from ebmkit.evaluation import gan_eval
@@ -21,6 +19,8 @@ from ebmkit.evaluation import render
 from ebmkit.evaluation import robustness as robustness_lib
 from ebmkit.evaluation import sample_quality
 from ebmkit.evaluation import summaries
+from ebmkit.gan import model as gan_lib
+from ebmkit.training import experiment
 
 
 def save(workdir, result):

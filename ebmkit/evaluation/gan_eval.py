@@ -8,7 +8,7 @@ import gin
 import numpy as np
 
 from ebmkit import images
-from ebmkit.datasets import mixture
+from ebmkit.data.datasets import mixture
 from ebmkit.evaluation import common
 from ebmkit.evaluation import metrics
 from ebmkit.evaluation import plots

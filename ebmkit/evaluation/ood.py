@@ -3,7 +3,7 @@
 import numpy as np
 import tensorflow as tf
 
-from ebmkit import data
+from ebmkit.data import pipeline as data
 
 # OOD sets made from the in-distribution test images or from nothing.
 SYNTHETIC = ("interp", "uniform", "constant", "photos", "digits28", "vflip",

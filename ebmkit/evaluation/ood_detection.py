@@ -1,7 +1,7 @@
 """Evaluation part: out-of-distribution detection (the paper's Table 2
 scores), with each score's sign chosen on held-out data."""
 
-from ebmkit import data
+from ebmkit.data import pipeline as data
 from ebmkit.evaluation import common
 from ebmkit.evaluation import metrics
 from ebmkit.evaluation import ood

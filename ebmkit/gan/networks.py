@@ -1,4 +1,4 @@
-"""Generator/discriminator pairs for `ebmkit.gan.GAN`.
+"""Generator/discriminator pairs for `ebmkit.GAN`.
 
 A generator maps latent codes z [batch, latent_dim] to examples; a
 discriminator maps examples to one raw score per example [batch, 1] (the

@@ -3,7 +3,7 @@
 Importing this package registers them with tensorflow-datasets.
 """
 
-from ebmkit.datasets.mixture import GaussianMixture25
-from ebmkit.datasets.sklearn_digits import SklearnDigits
+from ebmkit.data.datasets.mixture import GaussianMixture25
+from ebmkit.data.datasets.sklearn_digits import SklearnDigits
 
 EMBEDDED = ("sklearn_digits", "gaussian_mixture25")

@@ -14,9 +14,9 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from ebmkit import checkpoints
-from ebmkit import schedules
 from ebmkit import workdir as workdir_lib
+from ebmkit.training import checkpoints
+from ebmkit.training import schedules
 
 
 class TrainingDivergedError(RuntimeError):

@@ -5,12 +5,12 @@ import os
 
 import gin
 
-from ebmkit import checkpoints
-from ebmkit import data
-from ebmkit import gan
 from ebmkit import gin_utils
-from ebmkit import models
 from ebmkit import workdir as workdir_lib
+from ebmkit.data import pipeline as data
+from ebmkit.gan import model as gan
+from ebmkit.models import energy_model as models
+from ebmkit.training import checkpoints
 
 
 class NoModelConfiguredError(ValueError):

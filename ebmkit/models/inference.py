@@ -9,7 +9,7 @@ false-positive rate; conditional density: p(y|x) at inverse temperature β.
 import numpy as np
 import tensorflow as tf
 
-from ebmkit import validation
+from ebmkit.models import validation
 
 
 def check_inputs(model, x):

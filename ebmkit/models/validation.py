@@ -26,7 +26,7 @@ import tensorflow as tf
 
 TOLERANCE = 0.25  # Of the data range's width, allowed beyond each end.
 MIN_BATCH_EXAMPLES = 16  # Inputs a batch needs before it is judged as a whole.
-_SCALE_HINT = "scale pixels as pixel / 127.5 - 1 (ebmkit.data.to_unit_range)"
+_SCALE_HINT = "scale pixels as pixel / 127.5 - 1 (ebmkit.data.pipeline.to_unit_range)"
 
 
 def bounds(data_range):

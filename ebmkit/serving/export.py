@@ -7,15 +7,15 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from ebmkit import data
-from ebmkit import experiment
-from ebmkit import gan
 from ebmkit import gin_utils
-from ebmkit import inference
-from ebmkit import sampling
-from ebmkit import validation
 from ebmkit import workdir as workdir_lib
+from ebmkit.data import pipeline as data
 from ebmkit.evaluation import ood
+from ebmkit.gan import model as gan
+from ebmkit.models import inference
+from ebmkit.models import sampling
+from ebmkit.models import validation
+from ebmkit.training import experiment
 
 MAX_SAMPLE_COUNT = 1024  # Default largest `num_samples` of `sample`.
 

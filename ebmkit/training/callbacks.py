@@ -12,10 +12,10 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from ebmkit import checkpoints
 from ebmkit import images
-from ebmkit import schedules
 from ebmkit import workdir as workdir_lib
+from ebmkit.training import checkpoints
+from ebmkit.training import schedules
 
 
 class Checkpointer(keras.callbacks.Callback):

@@ -17,8 +17,8 @@ import keras
 import tensorflow as tf
 
 from ebmkit import compat
-from ebmkit import models
 from ebmkit import workdir as workdir_lib
+from ebmkit.models import energy_model as models
 
 STRATEGIES = ("mirrored", "multi_worker", "tpu")
 

@@ -5,11 +5,11 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from ebmkit import ddls
 from ebmkit import images
-from ebmkit import model_metrics
-from ebmkit import sampling
-from ebmkit import validation
+from ebmkit.gan import ddls
+from ebmkit.models import metrics as model_metrics
+from ebmkit.models import sampling
+from ebmkit.models import validation
 
 LOSSES = ("non_saturating", "hinge", "wasserstein")
 

@@ -4,7 +4,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from ebmkit import replicas
+from ebmkit.models import replicas
 
 
 @keras.saving.register_keras_serializable(package="ebmkit")

@@ -11,10 +11,10 @@ import numpy as np
 import tensorflow as tf
 import tensorflow_datasets as tfds
 
-from ebmkit import datasets as embedded_datasets
-from ebmkit.datasets import idx
 from ebmkit import gin_utils
-from ebmkit import models
+from ebmkit.data import datasets as embedded_datasets
+from ebmkit.data.datasets import idx
+from ebmkit.models import energy_model as models
 
 DEFAULT_DATASET = "sklearn_digits"
 
@@ -63,7 +63,7 @@ def prepare_command(name, data_dir):
   Returns:
     `python -c '...'`, quoted for a POSIX shell.
   """
-  imports = ("import ebmkit.datasets, tensorflow_datasets as tfds"
+  imports = ("import ebmkit.data.datasets, tensorflow_datasets as tfds"
              if name in embedded_datasets.EMBEDDED
              else "import tensorflow_datasets as tfds")
   # JSON strings are Python string literals too (quotes, backslashes).

@@ -9,20 +9,20 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from ebmkit import callbacks as callbacks_lib
-from ebmkit import checkpoints
-from ebmkit import data
-from ebmkit import distribute as distribute_lib
-from ebmkit import experiment
 from ebmkit import gin_utils
-from ebmkit import models
-from ebmkit import recovery as recovery_lib
-from ebmkit import replicas
-from ebmkit import sampling
-from ebmkit import schedules
-from ebmkit import validation
 from ebmkit import workdir as workdir_lib
-from ebmkit import worker_loop
+from ebmkit.data import pipeline as data
+from ebmkit.distribute import strategy as distribute_lib
+from ebmkit.distribute import worker_loop
+from ebmkit.models import energy_model as models
+from ebmkit.models import replicas
+from ebmkit.models import sampling
+from ebmkit.models import validation
+from ebmkit.training import callbacks as callbacks_lib
+from ebmkit.training import checkpoints
+from ebmkit.training import experiment
+from ebmkit.training import recovery as recovery_lib
+from ebmkit.training import schedules
 
 
 def _fit_informative_init(model, train_ds):

@@ -13,8 +13,8 @@ and takes the same decisions (stop, roll back, save).
 import keras
 import tensorflow as tf
 
-from ebmkit import distribute
-from ebmkit import replicas
+from ebmkit.distribute import strategy as distribute
+from ebmkit.models import replicas
 
 # What a lost or unreachable worker raises in a collective.
 _LOST_WORKER_ERRORS = (tf.errors.UnavailableError,

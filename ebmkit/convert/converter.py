@@ -20,13 +20,13 @@ import re
 import gin
 import numpy as np
 
-from ebmkit import backbones
-from ebmkit import checkpoints
-from ebmkit import energy as energy_lib
-from ebmkit import experiment
 from ebmkit import gin_utils
-from ebmkit import torch_checkpoint
 from ebmkit import workdir as workdir_lib
+from ebmkit.convert import torch_checkpoint
+from ebmkit.models import heads as energy_lib
+from ebmkit.networks import backbones
+from ebmkit.training import checkpoints
+from ebmkit.training import experiment
 
 # Modules of the reference network that a model does not use, with why.
 _UNUSED_BY_JEM = {

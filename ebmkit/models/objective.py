@@ -13,7 +13,7 @@ outputs into the terms (`loss_terms`) and their weighted sum (`total`).
 import keras
 import tensorflow as tf
 
-from ebmkit import energy as energy_lib
+from ebmkit.models import heads as energy_lib
 
 # The loss terms, in the order of their weights (w_clf, w_px, w_pxy, w_l2).
 TERMS = ("clf_loss", "px_loss", "pxy_loss", "l2_loss")

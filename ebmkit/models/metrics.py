@@ -6,7 +6,7 @@ import keras
 import tensorflow as tf
 
 from ebmkit import compat
-from ebmkit import objective
+from ebmkit.models import objective
 
 # Which way is better, for Keras' callbacks in mode="auto" (EarlyStopping,
 # ModelCheckpoint, ReduceLROnPlateau). px_loss and pxy_loss (data-minus-

@@ -3,7 +3,7 @@
 import keras
 import tensorflow as tf
 
-from ebmkit import replicas
+from ebmkit.models import replicas
 
 
 @keras.saving.register_keras_serializable(package="ebmkit")

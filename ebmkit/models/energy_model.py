@@ -4,14 +4,14 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from ebmkit import buffer as buffer_lib
 from ebmkit import compat
-from ebmkit import energy as energy_lib
-from ebmkit import model_metrics
-from ebmkit import objective
-from ebmkit import replicas
-from ebmkit import sampling
-from ebmkit import validation
+from ebmkit.models import buffer as buffer_lib
+from ebmkit.models import heads as energy_lib
+from ebmkit.models import metrics as model_metrics
+from ebmkit.models import objective
+from ebmkit.models import replicas
+from ebmkit.models import sampling
+from ebmkit.models import validation
 
 # The batches' layout, for users of the model (`objective` owns it).
 IMAGES = objective.IMAGES
@@ -41,7 +41,7 @@ class EnergyModel(keras.Model):
   Batches are (x, y), or for semi-supervised training, as the reference
   draws them, ({"images": x, "labelled_images": x_l}, y_l): the p(x) term
   reads x (any images), the cross-entropy and p(x|y) terms read the labelled
-  batch x_l with labels y_l (`ebmkit.data.load_dataset(labels_per_class=...)`
+  batch x_l with labels y_l (`ebmkit.load_dataset(labels_per_class=...)`
   builds these). In a single batch, labels < 0 mark unlabelled examples.
 
   Calling the model returns the head's dict (`energy`, `log_px`, and for

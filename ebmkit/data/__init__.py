@@ -1,0 +1,3 @@
+"""Data: input pipelines over tensorflow-datasets (pipeline) and the TFDS builders ebmkit ships or
+prepares offline (datasets).
+"""
