@@ -19,7 +19,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 #                 assembling a model from gin
 #   distribute/   tf.distribute: strategies and the multi-worker loop
 #   evaluation/   everything in the JEM paper's results section
-#   serving/      SavedModel export
+#   serving/      SavedModel export, one function per signature
 #   convert/      the reference PyTorch checkpoint converter
 # and at the top: the command line (run), gin registration (configurables,
 # gin_utils), and what everything shares (compat, progress, images, the

@@ -29,6 +29,30 @@ DEFAULT_GIN_FILE = "jem_digits.gin"
 ALLOWED_IMPORTS = ("ebmkit", "gin", "keras", "numpy", "tensorflow")
 
 
+# Parameters that moved, old binding → new one; a config binding the old
+# name is told the new one.
+MOVED = {
+    "train.max_recoveries": "RecoveryPolicy.max_recoveries",
+    "train.recovery_lr_factor": "RecoveryPolicy.lr_factor",
+    "train.recovery_l2_increase": "RecoveryPolicy.l2_increase",
+    "train.loss_bound": "RecoveryPolicy.loss_bound",
+    "train.energy_bound": "RecoveryPolicy.energy_bound",
+    "train.gap_bound": "RecoveryPolicy.gap_bound",
+}
+
+
+def _moved(error):
+  """A clearer error for a binding of a parameter in `MOVED`, or None."""
+  for old, new in MOVED.items():
+    configurable, param = old.split(".")
+    if (f"Configurable '{configurable}' doesn't have a parameter named "
+        f"'{param}'") in str(error):
+      return ValueError(
+          f"{old} is now {new}: the recovery settings are one "
+          f"RecoveryPolicy (docs/training.md). Rename the binding.\n{error}")
+  return None
+
+
 class GinImportError(ValueError):
   """A .gin file or binding imports a module outside `ALLOWED_IMPORTS`."""
 
@@ -204,8 +228,14 @@ def parse(gin_files=(), gin_bindings=(), finalize=True, allow_imports=False,
   with _quiet_lookups():
     if not allow_imports:
       check_imports(paths, gin_bindings)
-    gin.parse_config_files_and_bindings(paths, list(gin_bindings),
-                                        finalize_config=finalize)
+    try:
+      gin.parse_config_files_and_bindings(paths, list(gin_bindings),
+                                          finalize_config=finalize)
+    except ValueError as e:
+      moved = _moved(e)
+      if moved is None:
+        raise
+      raise moved from e
   validate_bindings()
   if strict_macros:
     check_macros_used(gin_bindings)

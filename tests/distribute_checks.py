@@ -339,7 +339,7 @@ def recovery_and_outputs():
   gin_utils.parse(["jem_digits.gin"], [
       "train.train_split = 'train[:256]'", "BUFFER_SIZE = 200",
       "train.checkpoint_every_steps = 0", "train.verbose = 0", "EPOCHS = 2",
-      "LEARNING_RATE = 100.0", "train.recovery_lr_factor = 0.0001"])
+      "LEARNING_RATE = 100.0", "RecoveryPolicy.lr_factor = 0.0001"])
   workdir = tempfile.mkdtemp()
   results = train_lib.train(workdir=workdir, distribute=STRATEGY)
   assert results["distribute"].startswith("MirroredStrategy, 2 replicas"), (

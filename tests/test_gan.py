@@ -353,7 +353,7 @@ def test_export_signatures_run_without_ebmkit(tmp_path):
   model.build((None, 8, 8, 1))
   model.latent_energy.set_calibration(2.0, -1.0)
   export_dir = str(tmp_path / "export")
-  names = serving.export_gan(model, export_dir)
+  names = serving.export(model, export_dir)
   assert names == ["generate", "ddls_sample"]
   with open(os.path.join(export_dir, "ebmkit_export.json")) as f:
     assert json.load(f)["latent_dim"] == 4

@@ -124,3 +124,54 @@ def test_the_cycle_check_can_fail(tmp_path, monkeypatch):
   monkeypatch.setattr(sys.modules[__name__], "PACKAGE", str(pkg))
   with pytest.raises(AssertionError, match="import cycle"):
     test_no_import_cycles()
+
+
+# -- function length ------------------------------------------------------------
+
+MAX_FUNCTION_LINES = 80  # Code lines, the docstring not counted.
+LONG_REASON = "# Long:"  # On the line above a def: why it may be longer.
+
+
+def long_functions(source):
+  """(name, code lines) of each function over MAX_FUNCTION_LINES without a
+  `# Long:` reason on the line above its def."""
+  lines = source.split("\n")
+  found = []
+  for node in ast.walk(ast.parse(source)):
+    if not isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+      continue
+    doc = 0
+    first = node.body[0]
+    if isinstance(first, ast.Expr) and isinstance(
+        getattr(first, "value", None), ast.Constant) and isinstance(
+            first.value.value, str):
+      doc = first.end_lineno - first.lineno + 1
+    first_line = min([node.lineno] + [d.lineno for d in node.decorator_list])
+    length = node.end_lineno - node.lineno + 1 - doc
+    above = lines[first_line - 2].strip() if first_line >= 2 else ""
+    if length > MAX_FUNCTION_LINES and not above.startswith(LONG_REASON):
+      found.append((node.name, length))
+  return found
+
+
+def test_no_function_is_longer_than_80_lines_without_a_reason():
+  too_long = {}
+  for name, path in modules().items():
+    with open(path) as f:
+      for fn, length in long_functions(f.read()):
+        too_long[f"{name}.{fn}"] = length
+  assert not too_long, (
+      f"Functions over {MAX_FUNCTION_LINES} code lines: {too_long}. Split "
+      f"them into named steps, or write why on the line above the def "
+      f"('{LONG_REASON} ...').")
+
+
+def test_the_length_check_counts_code_not_docstrings():
+  doc = '  """' + "\n".join(["doc"] * 50) + '"""\n'
+  body = lambda n: "\n".join(f"  x{i} = {i}" for i in range(n))
+  fits = f"def f():\n{doc}{body(MAX_FUNCTION_LINES - 1)}\n"  # def + 79
+  over = f"def g():\n{doc}{body(MAX_FUNCTION_LINES)}\n"      # def + 80
+  reasoned = f"{LONG_REASON} one table, read top to bottom.\n{over}"
+  assert long_functions(fits) == []
+  assert long_functions(over) == [("g", MAX_FUNCTION_LINES + 1)]
+  assert long_functions(reasoned) == []

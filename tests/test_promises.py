@@ -47,7 +47,7 @@ def test_rollback_goes_only_to_a_checkpoint_seen_to_train_well(tmp_path):
   workdir = str(tmp_path / "run")
   results = run(workdir, "EPOCHS = 2", "LEARNING_RATE = 100.0",
                 "train.checkpoint_every_steps = 1",
-                "train.recovery_lr_factor = 0.0001")
+                "RecoveryPolicy.lr_factor = 0.0001")
   events = results["recoveries"]
   assert events and results["steps"] == 8
   good = checkpoints.verified(workdir)
@@ -61,7 +61,7 @@ def test_learning_rate_cuts_compound_and_a_lower_rate_reruns(tmp_path):
   workdir = str(tmp_path / "run")
   with pytest.raises(recovery.TrainingDivergedError, match="gave up after 3"):
     run(workdir, "EPOCHS = 1", "LEARNING_RATE = 1e6",
-        "train.recovery_lr_factor = 0.5", "train.max_recoveries = 3")
+        "RecoveryPolicy.lr_factor = 0.5", "RecoveryPolicy.max_recoveries = 3")
   events = recovery.load_recoveries(workdir)
   assert len(events) == 4
   for i, event in enumerate(events):

@@ -28,7 +28,7 @@ def test_an_absurd_learning_rate_recovers_and_finishes(tmp_path):
   workdir = str(tmp_path / "run")
   gin_utils.parse(["jem_digits.gin"], SMALL + [
       "EPOCHS = 2", "LEARNING_RATE = 100.0",
-      "train.recovery_lr_factor = 0.0001"])
+      "RecoveryPolicy.lr_factor = 0.0001"])
   results = train_lib.train(workdir=workdir)
   assert len(results["recoveries"]) >= 1
   first = results["recoveries"][0]
@@ -75,8 +75,8 @@ def test_nan_in_the_buffer_is_detected_and_repaired(tmp_path):
 def test_gives_up_with_a_clear_message(tmp_path):
   workdir = str(tmp_path / "run")
   gin_utils.parse(["jem_digits.gin"], SMALL + [
-      "EPOCHS = 1", "LEARNING_RATE = 1e6", "train.recovery_lr_factor = 1.0",
-      "train.max_recoveries = 1"])
+      "EPOCHS = 1", "LEARNING_RATE = 1e6", "RecoveryPolicy.lr_factor = 1.0",
+      "RecoveryPolicy.max_recoveries = 1"])
   with pytest.raises(recovery.TrainingDivergedError,
                      match="gave up after 1 recoveries.*now ckpt-0, the state the last "
                      "rollback went to.*diverged from it again 1 time.*check its accuracy"):

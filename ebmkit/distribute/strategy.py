@@ -196,7 +196,7 @@ def check_split(strategy, train_ds, model):
   replicas = 1 if strategy is None else strategy.num_replicas_in_sync
   if replicas == 1:
     return
-  if getattr(model, "replay_buffer", None) is None:
+  if not model.trains_distributed:
     # A GAN: its train step does not scale its losses for summed replica
     # gradients, and nothing tests it under a strategy.
     raise ValueError(

@@ -3,6 +3,7 @@ results section (each in its own module) and writes results.json, the
 figures and (through `render`) report.md."""
 
 import time
+import types
 
 import gin
 import numpy as np
@@ -19,7 +20,6 @@ from ebmkit.evaluation import render
 from ebmkit.evaluation import robustness as robustness_lib
 from ebmkit.evaluation import sample_quality
 from ebmkit.evaluation import summaries
-from ebmkit.gan import model as gan_lib
 from ebmkit.training import experiment
 
 
@@ -46,7 +46,7 @@ def num_parts(model):
   total): a GAN's judge (images only), G(z) vs DDLS and the save; a JEM's
   judge, OOD, samples and save, plus accuracy, detection, robustness and
   distal adversarials when it classifies."""
-  if isinstance(model, gan_lib.GAN):
+  if model.generates:
     return 3 if len(model.sample_shape) == 3 else 2
   return 8 if model.classifies else 4
 
@@ -155,100 +155,149 @@ def evaluate(workdir="ebmkit_runs/default", test_split="test",
   Raises:
     ValueError: for an unknown `feature_extractor`.
   """
+  # Every argument by name (first statement: locals() is the arguments).
+  settings = types.SimpleNamespace(**locals())
   common.check_extractor(feature_extractor)  # Before the judge trains.
-  started = time.time()
-  rng = np.random.default_rng(seed)  # Shared: robustness, then samples.
-  test_ds, info = data.load_dataset(split=test_split, training=False,
-                                    with_info=True)
-  x_test, y_test = common.arrays(test_ds)
-  model = experiment.build_model(info)
-  model.compile()
-  result = {"checkpoint": experiment.restore(model, workdir),
-            "dataset": info.name, "test_split": test_split,
-            "test_examples": int(len(x_test))}
-  # Each part's start, end and time on the console (see PartProgress).
-  parts = progress.PartProgress(num_parts(model),
-                                title=f"Evaluation of {workdir}")
+  return Evaluation(settings).run()
 
-  train_split = train_split or gin_utils.bound("train.train_split", "train")
-  x_train, y_train = common.arrays(data.load_dataset(split=train_split,
-                                                     training=False))
 
-  def train_judge(x, y):
-    judge, result["judge_test_accuracy"] = parts(
+class Evaluation:
+  """One evaluation of a trained workdir, in named parts; `evaluate`'s
+  settings (`s`) are handed to each part as it needs them."""
+
+  def __init__(self, settings):
+    self.s = settings
+    self.started = time.time()
+    self.rng = np.random.default_rng(settings.seed)  # Robustness, samples.
+
+  def run(self):
+    """Loads data and model, runs the parts the model kind has, saves."""
+    s = self.s
+    test_ds, info = data.load_dataset(split=s.test_split, training=False,
+                                      with_info=True)
+    self.info = info
+    self.x_test, self.y_test = common.arrays(test_ds)
+    model = self.model = experiment.build_model(info)
+    model.compile()
+    self.result = {"checkpoint": experiment.restore(model, s.workdir),
+                   "dataset": info.name, "test_split": s.test_split,
+                   "test_examples": int(len(self.x_test))}
+    # Each part's start, end and time on the console (see PartProgress).
+    self.parts = progress.PartProgress(num_parts(model),
+                                       title=f"Evaluation of {s.workdir}")
+    self.train_split = s.train_split or gin_utils.bound("train.train_split",
+                                                        "train")
+    self.x_train, self.y_train = common.arrays(data.load_dataset(
+        split=self.train_split, training=False))
+    if model.generates:
+      self._generator_parts()
+    else:
+      self._energy_model_parts()
+    return self._finish()
+
+  def _train_judge(self, x, y):
+    s = self.s
+    judge, self.result["judge_test_accuracy"] = self.parts(
         "independent classifier", common.train_judge)(
-        x, y, x_test, y_test, info.num_classes, workdir, epochs=judge_epochs,
-        learning_rate=judge_learning_rate, batch_size=judge_batch_size,
-        width=judge_width)
+        x, y, self.x_test, self.y_test, self.info.num_classes, s.workdir,
+        epochs=s.judge_epochs, learning_rate=s.judge_learning_rate,
+        batch_size=s.judge_batch_size, width=s.judge_width)
     return judge
 
-  def finish():
-    result["part_times_s"] = dict(parts.times)  # every part before the save
-    result["wall_time_s"] = round(time.time() - started, 1)
-    parts("results.json and report.md", save)(workdir, result)
+  def _finish(self):
+    result, workdir = self.result, self.s.workdir
+    result["part_times_s"] = dict(self.parts.times)  # Every part but save.
+    result["wall_time_s"] = round(time.time() - self.started, 1)
+    self.parts("results.json and report.md", save)(workdir, result)
     summaries.write_evaluation_summaries(workdir, result)
     return result
 
-  if isinstance(model, gan_lib.GAN):  # G(z) vs DDLS (evaluate_gan).
-    judge = (train_judge(x_train, y_train) if len(model.sample_shape) == 3
-             else None)
-    # The evaluation's own settings hold for a GAN too; unset, evaluate_gan's
+  def _generator_parts(self):
+    """A model that generates (a GAN): G(z) against DDLS (evaluate_gan)."""
+    s, model = self.s, self.model
+    judge = (self._train_judge(self.x_train, self.y_train)
+             if len(model.sample_shape) == 3 else None)
+    # The evaluation's own settings hold here too; unset, evaluate_gan's
     # (its gin bindings, e.g. ddls_mog25.gin's draws) apply.
-    given = {"num_samples": num_samples, "ddls_steps": sample_steps,
-             "draws": sample_draws if sample_draws is not None else draws}
-    result.update(parts("G(z) and DDLS samples", gan_eval.evaluate_gan)(
-        model, workdir, x_test, x_train, judge_fn=lambda: judge,
-        feature_extractor=feature_extractor,
-        fid_network_path=fid_network_path, seed=seed,
+    given = {"num_samples": s.num_samples, "ddls_steps": s.sample_steps,
+             "draws": s.sample_draws if s.sample_draws is not None
+                      else s.draws}
+    self.result.update(self.parts("G(z) and DDLS samples",
+                                  gan_eval.evaluate_gan)(
+        model, s.workdir, self.x_test, self.x_train,
+        judge_fn=lambda: judge, feature_extractor=s.feature_extractor,
+        fid_network_path=s.fid_network_path, seed=s.seed,
         **{k: v for k, v in given.items() if v is not None}))
-    return finish()
-  draws = 1 if draws is None else int(draws)
-  sample_steps = 1000 if sample_steps is None else int(sample_steps)
-  x_judge, y_judge, x_held, y_held, held_out = common.load_held_out(
-      x_train, y_train, train_split, calibration_split, held_out_fraction)
-  result["held_out"] = held_out
-  judge = train_judge(x_judge, y_judge)
-  extractor = common.select_extractor(judge, info.image_shape,
-                                      feature_extractor, fid_network_path)
-  result["feature_extractor"] = {"name": extractor.name,
-                                 "label": extractor.label,
-                                 "description": extractor.description,
-                                 "standard": extractor.standard}
-  names = common.class_names(info.name, info.num_classes)
 
-  if model.classifies:
-    result.update(parts("accuracy and calibration",
-                        classification_lib.classification)(
-        model, x_test, y_test, workdir, num_bins))
-    result["detection"] = parts("detection threshold",
-                                classification_lib.detection)(
-        model, x_held, y_held, x_test, y_test, held_out,
-        target_fpr=detection_fpr)
-  result["ood"] = parts("OOD detection", common.over_draws)(
-      ood_detection_lib.ood_detection, draws, seed, model, x_test,
-      info.name, workdir, sets=ood_sets, examples=ood_examples,
-      x_held=x_held, held_out=held_out)
-  if model.classifies:
-    result["robustness"] = parts("robustness (PGD)", common.over_draws)(
-        robustness_lib.robustness, draws, seed, model, x_test, y_test,
-        workdir, linf_eps=linf_eps, l2_eps=l2_eps,
-        pgd_steps=pgd_steps, pgd_step_size=pgd_step_size,
-        pgd_random_start=pgd_random_start, examples=pgd_examples,
-        sgld_defense=sgld_defense, defense_steps=defense_steps,
-        defense_step_size=defense_step_size, defense_noise=defense_noise,
-        defense_duplicates=defense_duplicates, rng=rng,
-        pgd_restarts=pgd_restarts, eot_samples=eot_samples)
-    result["distal"] = parts("distal adversarials", common.over_draws)(
-        robustness_lib.distal, draws, seed, model, judge, info.image_shape,
-        info.num_classes, workdir, per_class=distal_per_class,
-        steps=distal_steps, step_size=distal_step_size,
-        threshold=distal_threshold,
-        x_train=x_train, x_test=x_test, y_test=y_test, names=names)
-  result["samples"] = parts("samples (IS, FID)", sample_quality.samples)(
-      model, extractor, judge, x_test, info.num_classes, workdir,
-      steps=sample_steps,
-      num_samples=num_samples or common.default_num_samples(info.image_shape),
-      conditional_per_class=conditional_per_class, seed=seed, rng=rng,
-      draws=draws if sample_draws is None else sample_draws, names=names,
-      buffer_samples=buffer_samples)
-  return finish()
+  def _energy_model_parts(self):
+    """An energy model: the judge, then classification, OOD, robustness and
+    distal adversarials (what its kind has), then samples."""
+    s, info, result = self.s, self.info, self.result
+    self.draws = 1 if s.draws is None else int(s.draws)
+    x_judge, y_judge, self.x_held, self.y_held, self.held_out = (
+        common.load_held_out(self.x_train, self.y_train, self.train_split,
+                             s.calibration_split, s.held_out_fraction))
+    result["held_out"] = self.held_out
+    self.judge = self._train_judge(x_judge, y_judge)
+    self.extractor = common.select_extractor(
+        self.judge, info.image_shape, s.feature_extractor, s.fid_network_path)
+    result["feature_extractor"] = {
+        "name": self.extractor.name, "label": self.extractor.label,
+        "description": self.extractor.description,
+        "standard": self.extractor.standard}
+    self.names = common.class_names(info.name, info.num_classes)
+    if self.model.classifies:
+      self._classification()
+    result["ood"] = self.parts("OOD detection", common.over_draws)(
+        ood_detection_lib.ood_detection, self.draws, s.seed, self.model,
+        self.x_test, info.name, s.workdir, sets=s.ood_sets,
+        examples=s.ood_examples, x_held=self.x_held, held_out=self.held_out)
+    if self.model.classifies:
+      self._robustness()
+    self._samples()
+
+  def _classification(self):
+    s, model = self.s, self.model
+    self.result.update(self.parts("accuracy and calibration",
+                                  classification_lib.classification)(
+        model, self.x_test, self.y_test, s.workdir, s.num_bins))
+    self.result["detection"] = self.parts(
+        "detection threshold", classification_lib.detection)(
+        model, self.x_held, self.y_held, self.x_test, self.y_test,
+        self.held_out, target_fpr=s.detection_fpr)
+
+  def _robustness(self):
+    s, info = self.s, self.info
+    self.result["robustness"] = self.parts("robustness (PGD)",
+                                           common.over_draws)(
+        robustness_lib.robustness, self.draws, s.seed, self.model,
+        self.x_test, self.y_test, s.workdir, linf_eps=s.linf_eps,
+        l2_eps=s.l2_eps, pgd_steps=s.pgd_steps,
+        pgd_step_size=s.pgd_step_size, pgd_random_start=s.pgd_random_start,
+        examples=s.pgd_examples, sgld_defense=s.sgld_defense,
+        defense_steps=s.defense_steps, defense_step_size=s.defense_step_size,
+        defense_noise=s.defense_noise,
+        defense_duplicates=s.defense_duplicates, rng=self.rng,
+        pgd_restarts=s.pgd_restarts, eot_samples=s.eot_samples)
+    self.result["distal"] = self.parts("distal adversarials",
+                                       common.over_draws)(
+        robustness_lib.distal, self.draws, s.seed, self.model, self.judge,
+        info.image_shape, info.num_classes, s.workdir,
+        per_class=s.distal_per_class, steps=s.distal_steps,
+        step_size=s.distal_step_size, threshold=s.distal_threshold,
+        x_train=self.x_train, x_test=self.x_test, y_test=self.y_test,
+        names=self.names)
+
+  def _samples(self):
+    s, info = self.s, self.info
+    self.result["samples"] = self.parts("samples (IS, FID)",
+                                        sample_quality.samples)(
+        self.model, self.extractor, self.judge, self.x_test,
+        info.num_classes, s.workdir,
+        steps=1000 if s.sample_steps is None else int(s.sample_steps),
+        num_samples=s.num_samples or common.default_num_samples(
+            info.image_shape),
+        conditional_per_class=s.conditional_per_class, seed=s.seed,
+        rng=self.rng,
+        draws=self.draws if s.sample_draws is None else s.sample_draws,
+        names=self.names, buffer_samples=s.buffer_samples)

@@ -156,7 +156,8 @@ def _auroc_with_flip(o, score, set_name):
 
 
 def report_markdown(result, workdir):
-  """report.md: the paper's quantities in tables, and every figure.
+  """report.md: the paper's quantities in tables, and every figure; one
+  section function each.
 
   Args:
     result: an evaluation dict (results.json's "evaluation").
@@ -168,9 +169,17 @@ def report_markdown(result, workdir):
   """
   if gan_report.is_gan(result):  # G(z) vs DDLS: its own report.
     return gan_report.report_markdown(result, workdir)
-  r = result
-  name = _name(workdir)
   rel = lambda p: os.path.relpath(p, workdir)
+  lines = _header(result, _name(workdir))
+  for section in (_calibration, _detection, _ood, _robustness, _distal,
+                  _samples):
+    lines += section(result, rel)
+  lines.append(gan_report.took(result))
+  return "\n".join(lines) + "\n"
+
+
+def _header(r, name):
+  """Title, checkpoint and data, and the hybrid-modelling table."""
   s = r["samples"]
   label = _label(r)
   n_fresh = _count(s["fresh"], s["num_samples"])
@@ -213,27 +222,41 @@ def report_markdown(result, workdir):
   if "skipped" in s["buffer"]:
     lines.append(f"Buffer IS/FID skipped: {s['buffer']['skipped']}.")
   lines.append("")
-  if "calibration" in r:
-    lines += ["## Calibration", "",
-              f"ECE {_fmt(r['calibration']['ece'], True)} "
-              f"({r['calibration']['num_bins']} equal-width bins). In the "
-              f"diagram, bars are each bin's accuracy and the hatched boxes "
-              f"the gap to its mean confidence (a box above a bar: "
-              f"over-confident; inside it: under-confident); below, the "
-              f"examples per bin.", "",
-              f"![reliability]({rel(r['calibration']['figure'])})", ""]
-  if "detection" in r:
-    d = r["detection"]
-    lines += ["## Detection: E(x, y) ≤ threshold", "",
-              f"Threshold {d['threshold']:.4g}, calibrated on held-out "
-              f"data, {_held_out(d['calibration'])}, "
-              f"{d['calibration_examples']} of them used, for a "
-              f"false-positive rate of {_fmt(d['target_fpr'], True)} "
-              f"(true-positive rate there "
-              f"{_fmt(d['calibration_tpr'], True)}). On the test split "
-              f"({d['test_examples']} examples): false-positive rate "
-              f"{_fmt(d['test_fpr'], True)}, true-positive rate "
-              f"{_fmt(d['test_tpr'], True)}.", ""]
+  return lines
+
+
+def _calibration(r, rel):
+  if "calibration" not in r:
+    return []
+  return ["## Calibration", "",
+          f"ECE {_fmt(r['calibration']['ece'], True)} "
+          f"({r['calibration']['num_bins']} equal-width bins). In the "
+          f"diagram, bars are each bin's accuracy and the hatched boxes "
+          f"the gap to its mean confidence (a box above a bar: "
+          f"over-confident; inside it: under-confident); below, the "
+          f"examples per bin.", "",
+          f"![reliability]({rel(r['calibration']['figure'])})", ""]
+
+
+def _detection(r, rel):
+  del rel  # No figure.
+  if "detection" not in r:
+    return []
+  d = r["detection"]
+  return ["## Detection: E(x, y) ≤ threshold", "",
+          f"Threshold {d['threshold']:.4g}, calibrated on held-out "
+          f"data, {_held_out(d['calibration'])}, "
+          f"{d['calibration_examples']} of them used, for a "
+          f"false-positive rate of {_fmt(d['target_fpr'], True)} "
+          f"(true-positive rate there "
+          f"{_fmt(d['calibration_tpr'], True)}). On the test split "
+          f"({d['test_examples']} examples): false-positive rate "
+          f"{_fmt(d['test_fpr'], True)}, true-positive rate "
+          f"{_fmt(d['test_tpr'], True)}.", ""]
+
+
+def _ood(r, rel):
+  lines = []
   o = r["ood"]
   sets = list(next(iter(o["auroc"].values())))
   lines += ["## Out-of-distribution detection (AUROC; the scores of the "
@@ -258,56 +281,74 @@ def report_markdown(result, workdir):
   for name_, why in o.get("skipped", {}).items():
     lines.append(f"\nSkipped OOD set `{name_}`: {why}.")
   lines += [""] + [f"![{k}]({rel(v)})" for k, v in o["figures"].items()] + [""]
-  if "robustness" in r:
-    rb = r["robustness"]
-    lines += ["## Adversarial robustness (PGD)", "",
-              f"{rb['examples']} test examples, {rb['pgd_steps']} PGD steps of "
-              f"{rb['pgd_step_size']}, random start "
-              f"{'on' if rb['pgd_random_start'] else 'off'}, "
-              f"{rb.get('pgd_restarts', 1)} restart(s) (the strongest kept "
-              f"per example); ε in input units (data in [−1, 1]).", ""]
-    for norm in ("linf", "l2"):
-      eps = next(iter(rb[norm].values()))["eps"]
-      lines += _table([f"{norm} ε"] + [f"{e:g}" for e in eps], [
-          [label_] + [_spread(rb, (norm, label_, "accuracy", i), a, True)
-                      for i, a in enumerate(curve["accuracy"])]
-          for label_, curve in rb[norm].items()]) + [""]
-    lines += [_drawn(rb) + " The attacked examples, random starts and "
-              "the defence's noise are drawn anew in each draw.", ""]
-    if rb.get("defense"):
-      df = rb["defense"]
-      lines += [f"Caveat on the SGLD defence ({df['steps']} steps, "
-                f"{df['duplicates']} chains per input): PGD attacks it "
-                f"through a straight-through gradient (BPDA) with EOT over "
-                f"{df.get('eot_samples', 1)} draw(s) of its noise. Gradient "
-                f"masking is possible, so its accuracies are an upper bound "
-                f"that a stronger, adaptive attack may lower.", ""]
-    lines += [f"![robustness]({rel(rb['figure'])})", ""]
-  if "distal" in r:
-    d = r["distal"]
-    reached = _spread(d, ("reached_threshold",), d["reached_threshold"], True)
-    agrees = _spread(d, ("judge_agrees",), d["judge_agrees"], True)
-    lines += ["## Distal adversarials", "",
-              f"Noise driven to p(y = c|x) > {d['threshold']:g}, "
-              f"{d['per_class']} per class (one row per class, after a real "
-              f"test image of it; captions: p(c|x) and the independent "
-              f"classifier's class; at most {d['steps']} ascent steps of "
-              f"{d['step_size']:g} per pixel): "
-              f"{reached} got there (mean {d['mean_steps']:.0f} steps); the "
-              f"independent classifier agrees with the target class for "
-              f"{agrees}. "
-              f"{_drawn(d)}"]
-    near = d.get("nearest_train_distance")
-    if near:
-      text = (f"Mean L2 distance to the nearest training image: distal "
-              f"adversarials {near['distal']['mean']:.3f} ± "
-              f"{near['distal']['std']:.3f}")
-      if "test" in near:
-        text += (f", real test images {near['test']['mean']:.3f} ± "
-                 f"{near['test']['std']:.3f} ({near['test']['examples']} "
-                 f"images)")
-      lines.append(text + " (± one standard deviation over images).")
-    lines += ["", f"![distal]({rel(d['figure'])})", ""]
+  return lines
+
+
+def _robustness(r, rel):
+  if "robustness" not in r:
+    return []
+  lines = []
+  rb = r["robustness"]
+  lines += ["## Adversarial robustness (PGD)", "",
+            f"{rb['examples']} test examples, {rb['pgd_steps']} PGD steps of "
+            f"{rb['pgd_step_size']}, random start "
+            f"{'on' if rb['pgd_random_start'] else 'off'}, "
+            f"{rb.get('pgd_restarts', 1)} restart(s) (the strongest kept "
+            f"per example); ε in input units (data in [−1, 1]).", ""]
+  for norm in ("linf", "l2"):
+    eps = next(iter(rb[norm].values()))["eps"]
+    lines += _table([f"{norm} ε"] + [f"{e:g}" for e in eps], [
+        [label_] + [_spread(rb, (norm, label_, "accuracy", i), a, True)
+                    for i, a in enumerate(curve["accuracy"])]
+        for label_, curve in rb[norm].items()]) + [""]
+  lines += [_drawn(rb) + " The attacked examples, random starts and "
+            "the defence's noise are drawn anew in each draw.", ""]
+  if rb.get("defense"):
+    df = rb["defense"]
+    lines += [f"Caveat on the SGLD defence ({df['steps']} steps, "
+              f"{df['duplicates']} chains per input): PGD attacks it "
+              f"through a straight-through gradient (BPDA) with EOT over "
+              f"{df.get('eot_samples', 1)} draw(s) of its noise. Gradient "
+              f"masking is possible, so its accuracies are an upper bound "
+              f"that a stronger, adaptive attack may lower.", ""]
+  lines += [f"![robustness]({rel(rb['figure'])})", ""]
+  return lines
+
+
+def _distal(r, rel):
+  if "distal" not in r:
+    return []
+  lines = []
+  d = r["distal"]
+  reached = _spread(d, ("reached_threshold",), d["reached_threshold"], True)
+  agrees = _spread(d, ("judge_agrees",), d["judge_agrees"], True)
+  lines += ["## Distal adversarials", "",
+            f"Noise driven to p(y = c|x) > {d['threshold']:g}, "
+            f"{d['per_class']} per class (one row per class, after a real "
+            f"test image of it; captions: p(c|x) and the independent "
+            f"classifier's class; at most {d['steps']} ascent steps of "
+            f"{d['step_size']:g} per pixel): "
+            f"{reached} got there (mean {d['mean_steps']:.0f} steps); the "
+            f"independent classifier agrees with the target class for "
+            f"{agrees}. "
+            f"{_drawn(d)}"]
+  near = d.get("nearest_train_distance")
+  if near:
+    text = (f"Mean L2 distance to the nearest training image: distal "
+            f"adversarials {near['distal']['mean']:.3f} ± "
+            f"{near['distal']['std']:.3f}")
+    if "test" in near:
+      text += (f", real test images {near['test']['mean']:.3f} ± "
+               f"{near['test']['std']:.3f} ({near['test']['examples']} "
+               f"images)")
+    lines.append(text + " (± one standard deviation over images).")
+  lines += ["", f"![distal]({rel(d['figure'])})", ""]
+  return lines
+
+
+def _samples(r, rel):
+  s = r["samples"]
+  lines = []
   lines += ["## Samples", "",
             f"Fresh chains: ![fresh]({rel(s['figures']['fresh'])})"]
   if "buffer" in s["figures"]:
@@ -322,9 +363,7 @@ def report_markdown(result, workdir):
               f"row per class; captions: the independent classifier's "
               f"class): it assigns {judged} of them to their class.",
               "", f"![conditional]({rel(c['figure'])})", ""]
-  lines.append(gan_report.took(r))
-  return "\n".join(lines) + "\n"
-
+  return lines
 
 
 def write_report(result, workdir):

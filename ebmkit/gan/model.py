@@ -7,6 +7,7 @@ import tensorflow as tf
 
 from ebmkit import images
 from ebmkit.gan import ddls
+from ebmkit.models import kind
 from ebmkit.models import metrics as model_metrics
 from ebmkit.models import sampling
 from ebmkit.models import validation
@@ -41,7 +42,7 @@ def generator_loss(loss, d_fake):
 
 
 @keras.saving.register_keras_serializable(package="ebmkit")
-class GAN(keras.Model):
+class GAN(keras.Model, kind.ModelKind):
   """A GAN whose generator and discriminator define a latent EBM (DDLS).
 
   Each training step (one batch of real data) updates the discriminator
@@ -135,6 +136,21 @@ class GAN(keras.Model):
 
   classifies = False  # No classes: the evaluation's classifier parts skip.
   draws_samples = False  # No replay buffer.
+  generates = True  # G(z), and DDLS on the latent energy.
+
+  def serving_signatures(self, detection=False):
+    del detection  # No classes to detect.
+    return ("generate", "ddls_sample")
+
+  def export_parts(self):
+    # The parts, not the GAN: Keras' default signature of a model calls it
+    # on its build shape (the data's), but the GAN is called on z.
+    return [self.generator, self.discriminator, self.latent_energy,
+            self.latent_sampler]
+
+  def export_metadata(self):
+    return {"kind": "gan", "latent_dim": self.latent_dim,
+            "output_shape": list(self.sample_shape)}
 
   @property
   def needs_calibration(self):

@@ -5,8 +5,10 @@ import numpy as np
 import tensorflow as tf
 
 from ebmkit import compat
+from ebmkit import images
 from ebmkit.models import buffer as buffer_lib
 from ebmkit.models import heads as energy_lib
+from ebmkit.models import kind
 from ebmkit.models import metrics as model_metrics
 from ebmkit.models import objective
 from ebmkit.models import replicas
@@ -26,7 +28,7 @@ def has_batch_norm(layer):
 
 
 @keras.saving.register_keras_serializable(package="ebmkit")
-class EnergyModel(keras.Model):
+class EnergyModel(keras.Model, kind.ModelKind):
   """A backbone read as an energy-based model, trained with SGLD samples.
 
   The loss of one training step is
@@ -135,6 +137,39 @@ class EnergyModel(keras.Model):
   def classifies(self):
     """Whether the model has classes (an `EnergyHead` over logits)."""
     return bool(getattr(self.head, "classifies", False))
+
+  trains_distributed = True  # Per-replica buffer shards (`replicas`).
+
+  @property
+  def sample_shape(self):
+    return tuple(self.replay_buffer.sample_shape)
+
+  @property
+  def data_range(self):
+    return tuple(self.replay_buffer.data_range)
+
+  def needs_informative_init(self):
+    return self.replay_buffer.init == "informative"
+
+  def sample_grid(self, num_images=64):
+    """A grid of replay-buffer samples, evenly spaced over the buffer's
+    slots, so that it shows every class slice of a class-conditional one."""
+    buf = self.replay_buffer
+    slots = np.linspace(0, buf.size - 1, min(num_images, buf.size)).astype(
+        int)
+    samples = tf.gather(buf.samples.value, slots).numpy()
+    return images.make_grid(samples, scale=images.default_scale(
+        samples.shape[1]))
+
+  def serving_signatures(self, detection=False):
+    if not self.classifies:
+      return ("energy", "log_px", "ood_score", "sample")
+    return ("classify", "energy", "log_px", "ood_score", "sample",
+            "conditional_density") + (("detect",) if detection else ())
+
+  def export_metadata(self):
+    return {"input_shape": list(self.sample_shape),
+            "data_range": list(self.data_range)}
 
   @property
   def _term_weights(self):
@@ -449,9 +484,25 @@ class EnergyModel(keras.Model):
       scaled_loss = replicas.scale_loss(loss)
     variables = self.trainable_variables
     grads = tape.gradient(scaled_loss, variables)
+    if getattr(self.optimizer, "sharpness_aware", False):
+      grads = self._sharpness_aware_gradients(
+          grads, variables, lambda: replicas.scale_loss(self._objective(
+              x, x_labelled, y, sample_weight, chains, training=True)[0]))
     self.optimizer.apply(grads, variables)
     return self._update_metrics(loss, terms, clf_out, y, energy_samples,
                                 sample_weight)
+
+  def _sharpness_aware_gradients(self, grads, variables, loss_fn):
+    """SAM's gradient (`ebmkit.training.sam.SAM`): the same batch and the
+    same samples x̂ at the perturbed weights. As SADA-JEM does, the second
+    pass leaves batch norm's moving statistics as the first left them."""
+    moving = self.backbone.non_trainable_variables
+    kept = [tf.identity(v) for v in moving]
+    grads = self.optimizer.sharpness_aware_gradients(loss_fn, grads,
+                                                     variables)
+    for v, value in zip(moving, kept):
+      v.assign(value)
+    return grads
 
   def test_step(self, data):
     """One evaluation batch: the training's metrics, without running SGLD.

@@ -245,7 +245,7 @@ class BufferSync(keras.callbacks.Callback):
   def on_train_batch_end(self, batch, logs=None):
     if self.every_steps and int(
         self.model.optimizer.iterations.numpy()) % self.every_steps == 0:
-      gather(getattr(self.model, "replay_buffer", None))
+      gather(self.model.replay_buffer)
 
   def on_epoch_end(self, epoch, logs=None):
-    gather(getattr(self.model, "replay_buffer", None))
+    gather(self.model.replay_buffer)

@@ -1,3 +1,3 @@
-"""Serving: SavedModel export, one function per signature (export). The four uses it serves are
-`ebmkit.models.inference`.
+"""Serving: SavedModel export (export) with one function per signature (signatures). The
+four uses it serves are `ebmkit.models.inference`.
 """

@@ -9,7 +9,6 @@ import sys
 import time
 
 import keras
-import numpy as np
 import tensorflow as tf
 
 from ebmkit import images
@@ -82,20 +81,6 @@ class Checkpointer(keras.callbacks.Callback):
     self._save()
 
 
-def buffer_grid(model, num_images=64):
-  """A grid of replay-buffer samples, evenly spaced over the buffer's slots.
-
-  Even spacing shows every class slice of a class-conditional buffer.
-  """
-  if hasattr(model, "sample_grid"):  # A GAN: G(z) for fixed z.
-    return model.sample_grid(num_images)
-  buf = model.replay_buffer
-  slots = np.linspace(0, buf.size - 1, min(num_images, buf.size)).astype(int)
-  samples = tf.gather(buf.samples.value, slots).numpy()
-  return images.make_grid(samples, scale=images.default_scale(
-      samples.shape[1]))
-
-
 class SampleGrid(keras.callbacks.Callback):
   """At each epoch end, writes a PNG grid of buffer samples and logs it.
 
@@ -120,7 +105,7 @@ class SampleGrid(keras.callbacks.Callback):
         if log_dir else None)
 
   def on_epoch_end(self, epoch, logs=None):
-    grid = buffer_grid(self.model, self.num_images)
+    grid = self.model.sample_grid(self.num_images)
     images.save_png(os.path.join(self.folder, f"buffer_epoch_{epoch + 1:04d}.png"),
                     grid)
     images.save_png(os.path.join(self.folder, workdir_lib.LATEST_GRID), grid)

@@ -122,7 +122,7 @@ def _named(model, optimizers):
 
 
 def _optimizers(model, with_optimizer):
-  return ([model.optimizer] + list(getattr(model, "other_optimizers", ()))
+  return ([model.optimizer] + list(model.other_optimizers)
           if with_optimizer else [])
 
 

@@ -8,8 +8,7 @@ import gin
 from ebmkit import gin_utils
 from ebmkit import workdir as workdir_lib
 from ebmkit.data import pipeline as data
-from ebmkit.gan import model as gan
-from ebmkit.models import energy_model as models
+from ebmkit.models import kind
 from ebmkit.training import checkpoints
 
 
@@ -47,9 +46,11 @@ def build_model(info):
         "No model is configured: bind get_model.model (include "
         "'models/energy_model.gin' as the shipped configs do, or start from "
         f"one: {', '.join(gin_utils.shipped_configs()[:4])}, ...).") from None
-  if not isinstance(model, (models.EnergyModel, gan.GAN)):
-    raise TypeError(f"get_model.model must be an ebmkit.EnergyModel or "
-                    f"ebmkit.GAN, got {type(model).__name__}.")
+  if not isinstance(model, kind.ModelKind):
+    raise TypeError(f"get_model.model must be a model kind ebmkit trains "
+                    f"(ebmkit.EnergyModel, ebmkit.GAN: an "
+                    f"ebmkit.models.kind.ModelKind), got "
+                    f"{type(model).__name__}.")
   model.build((None,) + info.image_shape)
   if model.classifies:
     out = model.backbone.compute_output_shape((None,) + info.image_shape)

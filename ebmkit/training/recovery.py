@@ -4,12 +4,13 @@ energy penalty, re-initialise a non-finite buffer), in one place.
 
 JEM's known weakness is that training diverges and has to be restarted with
 a lower learning rate or more regularisation; `ebmkit.train` does that
-itself, up to `max_recoveries` times, and says what it did.
+itself, as its `RecoveryPolicy` says, and says what it did.
 """
 
 import math
 import os
 
+import gin
 import keras
 import numpy as np
 import tensorflow as tf
@@ -70,7 +71,7 @@ class DivergenceGuard(keras.callbacks.Callback):
                    f"exceeds {self.gap_bound:g}")
 
   def buffer_finite(self):
-    buf = getattr(self.model, "replay_buffer", None)  # A GAN has none.
+    buf = self.model.replay_buffer
     return buf is None or bool(tf.reduce_all(tf.math.is_finite(
         buf.samples.value)))
 
@@ -81,6 +82,80 @@ class DivergenceGuard(keras.callbacks.Callback):
 
 
 learning_rate = schedules.current_learning_rate  # Callers read it here.
+
+
+@gin.configurable
+class RecoveryPolicy:
+  """What training does when it diverges, configured in one place.
+
+  On divergence (NaN/Inf or an out-of-bound loss, energies or energy gap; a
+  non-finite buffer) training rolls back to a verified checkpoint, multiplies
+  the learning rate by `lr_factor`, adds `l2_increase` to the L2 energy
+  coefficient, re-initialises a non-finite buffer and continues; after
+  `max_recoveries` recoveries in one run it gives up with
+  `TrainingDivergedError`. Bind e.g. `RecoveryPolicy.max_recoveries = 5`;
+  `train.recovery = False` turns recovery off.
+
+  Args:
+    max_recoveries: recoveries allowed in one run before giving up.
+    lr_factor: learning-rate multiplier per recovery, in (0, 1].
+    l2_increase: added to EnergyModel.l2_weight per recovery, >= 0.
+    loss_bound, energy_bound, gap_bound: divergence thresholds on |loss|,
+      |mean energy| and |mean E(data) - mean E(samples)|, > 0.
+  """
+
+  def __init__(self, max_recoveries=3, lr_factor=0.5, l2_increase=0.0,
+               loss_bound=1e4, energy_bound=1e4, gap_bound=1e3):
+    if isinstance(max_recoveries, bool) or not isinstance(
+        max_recoveries, (int, np.integer)) or max_recoveries < 0:
+      raise ValueError(f"RecoveryPolicy.max_recoveries must be a whole number "
+                       f">= 0, got {max_recoveries!r}.")
+    if not 0 < lr_factor <= 1:
+      raise ValueError(f"RecoveryPolicy.lr_factor must be in (0, 1], got "
+                       f"{lr_factor!r}.")
+    if not l2_increase >= 0:
+      raise ValueError(f"RecoveryPolicy.l2_increase must be >= 0, got "
+                       f"{l2_increase!r}.")
+    for name, value in (("loss_bound", loss_bound),
+                        ("energy_bound", energy_bound),
+                        ("gap_bound", gap_bound)):
+      if not value > 0:
+        raise ValueError(f"RecoveryPolicy.{name} must be > 0, got {value!r}.")
+    self.max_recoveries = int(max_recoveries)
+    self.lr_factor = lr_factor
+    self.l2_increase = l2_increase
+    self.loss_bound = loss_bound
+    self.energy_bound = energy_bound
+    self.gap_bound = gap_bound
+
+  def guard(self):
+    """A fresh `DivergenceGuard` with this policy's bounds."""
+    return DivergenceGuard(self.loss_bound, self.energy_bound, self.gap_bound)
+
+  def recover(self, model, manager, guard, workdir, base_lr, lr_scale,
+              previous_target=None):
+    """`recover` with this policy's learning-rate factor and L2 increase."""
+    return recover(model, manager, guard, workdir, base_lr, lr_scale,
+                   self.lr_factor, self.l2_increase, previous_target)
+
+  def gave_up(self, recoveries, l2_weight, workdir, target):
+    """The `TrainingDivergedError` for a run that used up its recoveries."""
+    return gave_up(recoveries, self.max_recoveries, self.lr_factor,
+                   self.l2_increase, l2_weight, workdir, target)
+
+
+def policy_of(recovery):
+  """`train.recovery` as a policy: True (the gin-configured
+  `RecoveryPolicy()`), False/None (no recovery) or a `RecoveryPolicy`."""
+  if recovery is True:
+    return RecoveryPolicy()
+  if recovery is False or recovery is None:
+    return None
+  if isinstance(recovery, RecoveryPolicy):
+    return recovery
+  raise ValueError(f"train.recovery must be True, False or a RecoveryPolicy "
+                   f"(`train.recovery = @RecoveryPolicy()`), got "
+                   f"{recovery!r}.")
 
 
 def base_learning_rate(optimizer):

@@ -1,5 +1,6 @@
 """Training and evaluation entry points (configured with gin)."""
 
+import dataclasses
 import sys
 import time
 
@@ -40,10 +41,8 @@ def _fit_informative_init(model, train_ds):
 def _checked(ds, model):
   """The input check in the input pipeline: XLA compiles the train step's
   in-graph assertions away, so under jit_compile they run here instead."""
-  buf = getattr(model, "replay_buffer", None)  # A GAN has none.
-  shape, data_range = ((buf.sample_shape, buf.data_range) if buf is not None
-                       else (model.sample_shape, model.data_range))
-  check = lambda t: validation.check_tensor(t, shape, data_range)
+  check = lambda t: validation.check_tensor(t, model.sample_shape,
+                                           model.data_range)
   return ds.map(lambda x, y: (tf.nest.map_structure(check, x), y))
 
 
@@ -114,11 +113,10 @@ def train(workdir="ebmkit_runs/default", train_split="train",
           jit_compile="auto", mixed_precision=None,
           checkpoint_every_steps=200, keep_checkpoints=3,
           sample_grid_images=64, seed=0, verbose="auto", log_every_steps=10,
-          recovery=True,
-          max_recoveries=3, recovery_lr_factor=0.5, recovery_l2_increase=0.0,
-          loss_bound=1e4, energy_bound=1e4, gap_bound=1e3, fresh=False,
-          distribute=None, sync_batch_norm=False, worker_timeout_s=None):
-  """Trains an EnergyModel with `model.fit`, resuming from `workdir`.
+          recovery=True, fresh=False, distribute=None, sync_batch_norm=False,
+          worker_timeout_s=None):
+  """Trains an EnergyModel (or a GAN) with `model.fit`, resuming from
+  `workdir`.
 
   Writes to `workdir`: checkpoints/ (weights, optimizer, replay buffer, step),
   operative_config.gin, tensorboard/ (run `train`: Keras' per-epoch
@@ -128,7 +126,8 @@ def train(workdir="ebmkit_runs/default", train_split="train",
   accuracy and the last epoch's metrics).
   Running it again on the same workdir resumes from the newest checkpoint.
   The model comes from `experiment.get_model` (bound by the config), the data
-  from `load_dataset` (default: the embedded digits).
+  from `load_dataset` (default: the embedded digits). The steps themselves
+  are `Runner`'s.
 
   Args:
     workdir: output folder.
@@ -153,18 +152,12 @@ def train(workdir="ebmkit_runs/default", train_split="train",
     log_every_steps: every this many optimizer steps, TensorBoard scalars
       of that step's loss terms, energies, accuracy and learning rate
       (`step/*`, `callbacks.StepScalars`); 0: only the per-epoch ones.
-    recovery: on divergence (NaN/Inf or out-of-bound loss, energies or
-      energy gap; a non-finite buffer), roll back to the last good
-      checkpoint, multiply the learning rate by `recovery_lr_factor`, add
-      `recovery_l2_increase` to the L2 energy coefficient, re-initialise a
-      non-finite buffer, and continue. Each recovery is printed, logged to
-      TensorBoard and listed in results.json and recoveries.json.
-    max_recoveries: recoveries allowed before giving up with
-      `TrainingDivergedError`.
-    recovery_lr_factor: learning-rate multiplier per recovery.
-    recovery_l2_increase: added to EnergyModel.l2_weight per recovery.
-    loss_bound, energy_bound, gap_bound: divergence thresholds on |loss|,
-      |mean energy| and |mean E(data) − mean E(samples)|.
+    recovery: what to do on divergence: True (default) follows the
+      gin-configured `recovery.RecoveryPolicy()` (roll back to a verified
+      checkpoint, lower the learning rate, ... up to `max_recoveries` times),
+      False stops at the first divergence, or a `RecoveryPolicy`. Each
+      recovery is printed, logged to TensorBoard and listed in results.json
+      and recoveries.json.
     fresh: start from step 0 on purpose: the workdir's checkpoints,
       recoveries and results are moved aside (`workdir.set_aside`), never
       deleted. Without it, a workdir whose checkpoints cannot be restored
@@ -176,7 +169,7 @@ def train(workdir="ebmkit_runs/default", train_split="train",
       `tf.distribute.Strategy` (`distribute.strategy_for`). The global batch
       (BATCH_SIZE) is split equally between the replicas, and so is the
       replay buffer: each replica's chains read and write only its own part
-      (`ebmkit.replicas`); checkpoints hold all of it. With several
+      (`ebmkit.models.replicas`); checkpoints hold all of it. With several
       workers only the chief writes the workdir; the others write to
       `workers/<type>_<index>/` in it, and all of them must be able to read
       the chief's checkpoints (a shared file system) to resume.
@@ -197,50 +190,58 @@ def train(workdir="ebmkit_runs/default", train_split="train",
     The results dict that is also written to results.json.
 
   Raises:
-    recovery.TrainingDivergedError: training kept diverging after
-      `max_recoveries`
-      recoveries; the workdir keeps its last good checkpoint.
+    recovery.TrainingDivergedError: training kept diverging after every
+      recovery the policy allows; the workdir keeps its last good checkpoint.
   """
-  verbose = _resolve_verbose(verbose)
-  _check_settings(epochs=epochs, checkpoint_every_steps=checkpoint_every_steps,
-                  log_every_steps=log_every_steps,
-                  keep_checkpoints=keep_checkpoints,
-                  max_recoveries=max_recoveries,
-                  recovery_lr_factor=recovery_lr_factor,
-                  recovery_l2_increase=recovery_l2_increase,
-                  loss_bound=loss_bound, energy_bound=energy_bound,
-                  gap_bound=gap_bound)
+  settings = Settings(
+      workdir=workdir, train_split=train_split, test_split=test_split,
+      validation_split=validation_split, epochs=epochs, optimizer=optimizer,
+      jit_compile=jit_compile, mixed_precision=mixed_precision,
+      checkpoint_every_steps=checkpoint_every_steps,
+      keep_checkpoints=keep_checkpoints,
+      sample_grid_images=sample_grid_images, seed=seed,
+      verbose=_resolve_verbose(verbose), log_every_steps=log_every_steps,
+      recovery=recovery_lib.policy_of(recovery), fresh=fresh,
+      sync_batch_norm=sync_batch_norm)
+  settings.check()
   # A non-chief worker of a multi-worker run locks and writes its scratch.
   with workdir_lib.Lock(distribute_lib.write_dir(workdir, distribute)) as (
       lock), distribute_lib.scope(distribute, worker_timeout_s) as strategy:
     if lock.note:
       print(lock.note)
-    return _train(**{k: v for k, v in locals().items() if k != "lock"})
+    return Runner(settings, strategy).run()
 
 
-def _check_settings(**settings):
-  """Fails before anything is written when a training setting is invalid."""
-  def whole(name, low):
-    value = settings[name]
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or (
-        value < low):
-      raise ValueError(f"train.{name} must be a whole number >= {low}, got "
-                       f"{value!r}.")
-  whole("epochs", 1)
-  whole("checkpoint_every_steps", 0)
-  whole("log_every_steps", 0)
-  whole("keep_checkpoints", 1)
-  whole("max_recoveries", 0)
-  factor = settings["recovery_lr_factor"]
-  if not 0 < factor <= 1:
-    raise ValueError(f"train.recovery_lr_factor must be in (0, 1], got "
-                     f"{factor!r}.")
-  if not settings["recovery_l2_increase"] >= 0:
-    raise ValueError(f"train.recovery_l2_increase must be >= 0, got "
-                     f"{settings['recovery_l2_increase']!r}.")
-  for name in ("loss_bound", "energy_bound", "gap_bound"):
-    if not settings[name] > 0:
-      raise ValueError(f"train.{name} must be > 0, got {settings[name]!r}.")
+@dataclasses.dataclass
+class Settings:
+  """`train`'s arguments, checked, as the `Runner` reads them."""
+  workdir: str
+  train_split: str
+  test_split: str
+  validation_split: object
+  epochs: int
+  optimizer: object
+  jit_compile: object
+  mixed_precision: object
+  checkpoint_every_steps: int
+  keep_checkpoints: int
+  sample_grid_images: int
+  seed: object
+  verbose: int
+  log_every_steps: int
+  recovery: object  # A recovery.RecoveryPolicy, or None.
+  fresh: bool
+  sync_batch_norm: bool
+
+  def check(self):
+    """Fails before anything is written when a setting is invalid."""
+    for name, low in (("epochs", 1), ("checkpoint_every_steps", 0),
+                      ("log_every_steps", 0), ("keep_checkpoints", 1)):
+      value = getattr(self, name)
+      if isinstance(value, bool) or not isinstance(
+          value, (int, np.integer)) or value < low:
+        raise ValueError(f"train.{name} must be a whole number >= {low}, "
+                         f"got {value!r}.")
 
 
 def _check_learning_rate(base):
@@ -249,175 +250,219 @@ def _check_learning_rate(base):
                      f"{base!r} (LEARNING_RATE in the shipped configs).")
 
 
-def _train(workdir, train_split, test_split, validation_split, epochs,
-           optimizer, jit_compile, mixed_precision, checkpoint_every_steps,
-           keep_checkpoints, sample_grid_images, seed, verbose,
-           log_every_steps, recovery,
-           max_recoveries, recovery_lr_factor, recovery_l2_increase,
-           loss_bound, energy_bound, gap_bound, fresh, distribute,
-           sync_batch_norm, worker_timeout_s, strategy):
-  """`train` with the workdir locked, in the scope of `strategy` (None: no
-  strategy)."""
-  del distribute, worker_timeout_s  # `strategy` is made of them.
-  # The chief's workdir; a non-chief worker writes to its scratch.
-  chief_workdir, workdir = workdir, distribute_lib.write_dir(workdir,
-                                                             strategy)
-  if seed is not None:
-    keras.utils.set_random_seed(seed)
-  started = time.time()
-  if mixed_precision:
-    keras.mixed_precision.set_global_policy(mixed_precision)
-  train_ds, info = data.load_dataset(split=train_split, training=True,
-                                     with_info=True)
-  test_ds = data.load_dataset(split=test_split, training=False)
-  val_ds = (data.load_dataset(split=validation_split, training=False)
-            if validation_split else None)
-  dataset = info.name
-  model = experiment.build_model(info)
-  xla = sampling.resolve_jit_compile(jit_compile)
-  model.compile(optimizer=distribute_lib.optimizer_in_scope(
-      optimizer or keras.optimizers.Adam(1e-4), strategy), jit_compile=xla)
-  if xla:
-    train_ds = _checked(train_ds, model)
-  # The configured rate, read before a checkpoint restores its own.
-  base_lr = recovery_lib.base_learning_rate(model.optimizer)
-  _check_learning_rate(base_lr)
-  steps_per_epoch = int(train_ds.cardinality())
-  _check_data(train_ds, info, model, train_split, steps_per_epoch)
-  distribute_lib.check_split(strategy, train_ds, model)
-  if sync_batch_norm and strategy is not None:
-    distribute_lib.sync_batch_norm(model)
-  schedule = schedules.schedule_of(model.optimizer)
-  if isinstance(schedule, schedules.WarmupStepDecay) and (
-      schedule.steps_per_epoch is None):
-    schedule.steps_per_epoch = steps_per_epoch
+class Runner:
+  """One training run on a locked workdir, in named steps: `_set_up` (data,
+  model, checks), `_restore` (checkpoint, learning rate, what earlier
+  recoveries left in force), `_callbacks`, `_fit_with_recovery` (the
+  recovery loop) and `_results`.
 
-  if fresh:
-    moved = workdir_lib.set_aside(workdir)
-    if moved:
-      print(f"Starting fresh: moved the earlier run's files to {moved}.")
-  for orphan in checkpoints.remove_orphans(workdir):
-    logging.warning("Removed %s, left by an interrupted save.", orphan)
-  distribute_lib.mirror_chief(strategy, chief_workdir, workdir)
-  manager = checkpoints.make_manager(model, workdir)
-  restored = checkpoints.restore_latest(manager, model, workdir)
-  distribute_lib.check_same_step(
-      strategy, int(model.optimizer.iterations.numpy()), chief_workdir)
-  checkpoint_lr = recovery_lib.learning_rate(model.optimizer)
-  if not restored and getattr(model, "replay_buffer", None) is not None and (
-      model.replay_buffer.init == "informative"):
-    _fit_informative_init(model, train_ds)
-  # Complete: the experiment's settings of the modes that run later
-  # (`evaluate.*` for --mode=eval, `export.*`) are never called here, and
-  # gin's operative config would drop them.
-  gin_utils.write_operative_config(workdir, complete=True)
+  Args:
+    settings: the checked `Settings`.
+    strategy: the `tf.distribute` strategy whose scope this runs in, or None.
+  """
 
-  # The configured learning rate applies (also on resume), times the cuts
-  # that earlier recoveries of this configuration left in force.
-  recoveries = recovery_lib.load_recoveries(workdir)
-  lr_scale, l2_extra = recovery_lib.inherited(recoveries, base_lr)
-  model.l2_weight += l2_extra
-  recovery_lib.set_learning_rate(model.optimizer, base_lr, lr_scale)
-  applied_lr = recovery_lib.learning_rate(model.optimizer)
-  if restored and not np.isclose(applied_lr, checkpoint_lr, rtol=1e-6):
-    print(f"Learning rate {applied_lr:.3g} (the config's"
-          + (f" × {lr_scale:g} from earlier recoveries" if lr_scale != 1
-             else "") + f"); the checkpoint had {checkpoint_lr:.3g}.")
-  if recoveries and lr_scale == 1.0 and recoveries[-1].get(
-      "base_learning_rate") != base_lr:
-    print("The learning rate differs from the one earlier recoveries were "
-          "made under: their cuts and L2 increases are not applied.")
+  def __init__(self, settings, strategy=None):
+    self.s = settings
+    self.strategy = strategy
+    # The chief's workdir; a non-chief worker writes to its scratch.
+    self.chief_workdir = settings.workdir
+    self.workdir = distribute_lib.write_dir(settings.workdir, strategy)
+    self.recoveries = []  # This run's.
 
-  total_steps = epochs * steps_per_epoch
-  step = int(model.optimizer.iterations.numpy())
-  pending = None
-  if restored:
-    logging.info("Resuming at step %d of %d.", step, total_steps)
-    print(f"Resuming from {restored} at step {step} of {total_steps}.")
-    pending = restored
-  elif recovery:
-    pending = manager.save(checkpoint_number=step)  # A state to roll back to.
+  def run(self):
+    """Trains to the configured epochs; returns the results dict."""
+    self.started = time.time()
+    self._set_up()
+    self._restore()
+    self._callbacks()
+    history = self._fit_with_recovery()
+    return self._results(history)
 
-  log_dir = workdir_lib.path(workdir, workdir_lib.TENSORBOARD)
-  # One writer for the optimizer-step axis: step scalars and sample grids.
-  step_writer = tf.summary.create_file_writer(
-      workdir_lib.path(log_dir, "train"))
-  guard = recovery_lib.DivergenceGuard(loss_bound, energy_bound, gap_bound)
-  checkpointer = callbacks_lib.Checkpointer(
-      manager, workdir, checkpoint_every_steps, keep_checkpoints,
-      guard if recovery else None, pending)
-  callbacks = ([guard] if recovery else []) + [
-      checkpointer,
-      callbacks_lib.SampleGrid(workdir_lib.path(workdir, workdir_lib.SAMPLES),
-                               sample_grid_images, writer=step_writer),
-      keras.callbacks.TensorBoard(log_dir=log_dir),
-  ]
-  if log_every_steps:
-    callbacks.append(callbacks_lib.StepScalars(step_writer, log_every_steps))
-  if verbose == 2:  # One line per epoch, by ebmkit rather than Keras.
-    callbacks.append(callbacks_lib.EpochLog(epochs))
-  fit = None  # model.fit
-  if strategy is not None:
-    # Before the callbacks that read the buffer: its replicas' shards.
-    callbacks.insert(0, replicas.BufferSync(checkpoint_every_steps))
-    print(f"Training on {distribute_lib.describe(strategy)}.")
-    if distribute_lib.is_multi_worker(strategy):
-      fit = lambda *a, **k: worker_loop.fit(model, strategy, *a, **k)
-  this_run = []
-  while True:
-    guard.reset()
-    history = _fit_to(model, train_ds, val_ds, steps_per_epoch, epochs,
-                      callbacks, 1 if verbose == 1 else 0, fit)
-    if guard.reason is None:
-      break
-    event = recovery_lib.recover(
-        model, manager, guard, workdir, base_lr, lr_scale,
-        recovery_lr_factor, recovery_l2_increase,
-        previous_target=this_run[-1]["rolled_back_to"] if this_run else None)
-    lr_scale = event["lr_scale"]
-    checkpointer.pending = None  # The target is verified already.
-    this_run.append(event)
-    if len(this_run) > max_recoveries:
-      raise recovery_lib.gave_up(this_run, max_recoveries,
-                                 recovery_lr_factor, recovery_l2_increase,
-                                 model.l2_weight, workdir,
-                                 event["rolled_back_to"])
+  def _set_up(self):
+    """Seeds, precision, the data, the compiled model and their checks."""
+    s = self.s
+    if s.seed is not None:
+      keras.utils.set_random_seed(s.seed)
+    if s.mixed_precision:
+      keras.mixed_precision.set_global_policy(s.mixed_precision)
+    train_ds, self.info = data.load_dataset(split=s.train_split, training=True,
+                                            with_info=True)
+    self.test_ds = data.load_dataset(split=s.test_split, training=False)
+    self.val_ds = (data.load_dataset(split=s.validation_split, training=False)
+                   if s.validation_split else None)
+    model = self.model = experiment.build_model(self.info)
+    xla = sampling.resolve_jit_compile(s.jit_compile)
+    model.compile(optimizer=distribute_lib.optimizer_in_scope(
+        s.optimizer or keras.optimizers.Adam(1e-4), self.strategy),
+                  jit_compile=xla)
+    if xla:
+      train_ds = _checked(train_ds, model)
+    self.train_ds = train_ds
+    # The configured rate, read before a checkpoint restores its own.
+    self.base_lr = recovery_lib.base_learning_rate(model.optimizer)
+    _check_learning_rate(self.base_lr)
+    self.steps_per_epoch = int(train_ds.cardinality())
+    _check_data(train_ds, self.info, model, s.train_split,
+                self.steps_per_epoch)
+    distribute_lib.check_split(self.strategy, train_ds, model)
+    if s.sync_batch_norm and self.strategy is not None:
+      distribute_lib.sync_batch_norm(model)
+    schedule = schedules.schedule_of(model.optimizer)
+    if isinstance(schedule, schedules.WarmupStepDecay) and (
+        schedule.steps_per_epoch is None):
+      schedule.steps_per_epoch = self.steps_per_epoch
 
-  step_writer.close()
-  if distribute_lib.is_multi_worker(strategy):
-    test_metrics = worker_loop.evaluate(model, strategy, test_ds)
-  else:
-    test_metrics = _floats(model.evaluate(test_ds, return_dict=True,
-                                          verbose=0))
-  steps = int(model.optimizer.iterations.numpy())
-  path = workdir_lib.path(workdir, workdir_lib.RESULTS)
-  results = workdir_lib.read_json(path, {})  # Keeps "evaluation" and runs.
-  runs = results.get("runs", []) + [{
-      "started_at_step": step, "ended_at_step": steps,
-      "resumed_from": restored, "recoveries": len(this_run),
-      "wall_time_s": round(time.time() - started, 1)}]
-  last_epoch = {k: float(v[-1]) for k, v in history.items()}
-  results.update({
-      "dataset": dataset,
-      "steps": steps,
-      "epochs": epochs,
-      "epochs_completed": steps // steps_per_epoch,
-      "resumed_from": restored,
-      "recoveries": recovery_lib.load_recoveries(workdir),
-      # A run that trained nothing (already finished) keeps the last ones.
-      "train_metrics_last_epoch": last_epoch or results.get(
-          "train_metrics_last_epoch", {}),
-      "test": test_metrics,
-      "learning_rate": recovery_lib.learning_rate(model.optimizer),
-      "sample_grid": workdir_lib.path(workdir, workdir_lib.SAMPLES,
-                                      workdir_lib.LATEST_GRID),
-      "runs": runs,
-      "wall_time_s": round(sum(r["wall_time_s"] for r in runs), 1),
-      "distribute": distribute_lib.describe(strategy),
-  })
-  if model.classifies:
-    results["test_accuracy"] = test_metrics.get("accuracy")
-    print(f"Test accuracy on {dataset}/{test_split}: "
-          f"{results['test_accuracy']:.4f}")
-  workdir_lib.write_json(path, results)
-  return results
+  def _restore(self):
+    """Resumes from the newest checkpoint (or starts, or starts fresh) and
+    sets the learning rate and L2 coefficient earlier recoveries left."""
+    model, workdir = self.model, self.workdir
+    if self.s.fresh:
+      moved = workdir_lib.set_aside(workdir)
+      if moved:
+        print(f"Starting fresh: moved the earlier run's files to {moved}.")
+    for orphan in checkpoints.remove_orphans(workdir):
+      logging.warning("Removed %s, left by an interrupted save.", orphan)
+    distribute_lib.mirror_chief(self.strategy, self.chief_workdir, workdir)
+    self.manager = checkpoints.make_manager(model, workdir)
+    self.restored = checkpoints.restore_latest(self.manager, model, workdir)
+    distribute_lib.check_same_step(
+        self.strategy, int(model.optimizer.iterations.numpy()),
+        self.chief_workdir)
+    checkpoint_lr = recovery_lib.learning_rate(model.optimizer)
+    if not self.restored and model.needs_informative_init():
+      _fit_informative_init(model, self.train_ds)
+    # Complete: the experiment's settings of the modes that run later
+    # (`evaluate.*` for --mode=eval, `export.*`) are never called here, and
+    # gin's operative config would drop them.
+    gin_utils.write_operative_config(workdir, complete=True)
+    self._apply_earlier_recoveries(checkpoint_lr)
+    self.start_step = int(model.optimizer.iterations.numpy())
+    self.pending = None
+    if self.restored:
+      total = self.s.epochs * self.steps_per_epoch
+      logging.info("Resuming at step %d of %d.", self.start_step, total)
+      print(f"Resuming from {self.restored} at step {self.start_step} of "
+            f"{total}.")
+      self.pending = self.restored
+    elif self.s.recovery:  # A state to roll back to.
+      self.pending = self.manager.save(checkpoint_number=self.start_step)
+
+  def _apply_earlier_recoveries(self, checkpoint_lr):
+    """The configured learning rate applies (also on resume), times the cuts
+    that earlier recoveries of this configuration left in force."""
+    model, base_lr = self.model, self.base_lr
+    earlier = recovery_lib.load_recoveries(self.workdir)
+    self.lr_scale, l2_extra = recovery_lib.inherited(earlier, base_lr)
+    model.l2_weight += l2_extra
+    recovery_lib.set_learning_rate(model.optimizer, base_lr, self.lr_scale)
+    applied_lr = recovery_lib.learning_rate(model.optimizer)
+    if self.restored and not np.isclose(applied_lr, checkpoint_lr, rtol=1e-6):
+      print(f"Learning rate {applied_lr:.3g} (the config's"
+            + (f" × {self.lr_scale:g} from earlier recoveries"
+               if self.lr_scale != 1 else "")
+            + f"); the checkpoint had {checkpoint_lr:.3g}.")
+    if earlier and self.lr_scale == 1.0 and earlier[-1].get(
+        "base_learning_rate") != base_lr:
+      print("The learning rate differs from the one earlier recoveries were "
+            "made under: their cuts and L2 increases are not applied.")
+
+  def _callbacks(self):
+    """The guard, checkpointer, sample grids, TensorBoard and console lines,
+    and the `fit` to run them with."""
+    s, workdir = self.s, self.workdir
+    log_dir = workdir_lib.path(workdir, workdir_lib.TENSORBOARD)
+    # One writer for the optimizer-step axis: step scalars and sample grids.
+    self.step_writer = tf.summary.create_file_writer(
+        workdir_lib.path(log_dir, "train"))
+    # Without recovery the guard is no callback: its reason stays None, and
+    # one fit ends `_fit_with_recovery`.
+    self.guard = (s.recovery or recovery_lib.RecoveryPolicy()).guard()
+    self.checkpointer = callbacks_lib.Checkpointer(
+        self.manager, workdir, s.checkpoint_every_steps, s.keep_checkpoints,
+        self.guard if s.recovery else None, self.pending)
+    callbacks = ([self.guard] if s.recovery else []) + [
+        self.checkpointer,
+        callbacks_lib.SampleGrid(workdir_lib.path(workdir, workdir_lib.SAMPLES),
+                                 s.sample_grid_images,
+                                 writer=self.step_writer),
+        keras.callbacks.TensorBoard(log_dir=log_dir)]
+    if s.log_every_steps:
+      callbacks.append(callbacks_lib.StepScalars(self.step_writer,
+                                                 s.log_every_steps))
+    if s.verbose == 2:  # One line per epoch, by ebmkit rather than Keras.
+      callbacks.append(callbacks_lib.EpochLog(s.epochs))
+    self.fit = None  # model.fit
+    if self.strategy is not None:
+      # Before the callbacks that read the buffer: its replicas' shards.
+      callbacks.insert(0, replicas.BufferSync(s.checkpoint_every_steps))
+      print(f"Training on {distribute_lib.describe(self.strategy)}.")
+      if distribute_lib.is_multi_worker(self.strategy):
+        self.fit = lambda *a, **k: worker_loop.fit(self.model, self.strategy,
+                                                   *a, **k)
+    self.callback_list = callbacks
+
+  def _fit_with_recovery(self):
+    """Fits to the last epoch, recovering from each divergence as the policy
+    says; returns the last fit's history."""
+    policy = self.s.recovery
+    while True:
+      self.guard.reset()
+      history = _fit_to(self.model, self.train_ds, self.val_ds,
+                        self.steps_per_epoch, self.s.epochs,
+                        self.callback_list, 1 if self.s.verbose == 1 else 0,
+                        self.fit)
+      if self.guard.reason is None:
+        return history
+      event = policy.recover(
+          self.model, self.manager, self.guard, self.workdir, self.base_lr,
+          self.lr_scale, previous_target=(
+              self.recoveries[-1]["rolled_back_to"] if self.recoveries
+              else None))
+      self.lr_scale = event["lr_scale"]
+      self.checkpointer.pending = None  # The target is verified already.
+      self.recoveries.append(event)
+      if len(self.recoveries) > policy.max_recoveries:
+        raise policy.gave_up(self.recoveries, self.model.l2_weight,
+                             self.workdir, event["rolled_back_to"])
+
+  def _results(self, history):
+    """Tests the model, writes results.json and returns it."""
+    model, workdir = self.model, self.workdir
+    self.step_writer.close()
+    if distribute_lib.is_multi_worker(self.strategy):
+      test_metrics = worker_loop.evaluate(model, self.strategy, self.test_ds)
+    else:
+      test_metrics = _floats(model.evaluate(self.test_ds, return_dict=True,
+                                            verbose=0))
+    steps = int(model.optimizer.iterations.numpy())
+    path = workdir_lib.path(workdir, workdir_lib.RESULTS)
+    results = workdir_lib.read_json(path, {})  # Keeps "evaluation" and runs.
+    runs = results.get("runs", []) + [{
+        "started_at_step": self.start_step, "ended_at_step": steps,
+        "resumed_from": self.restored, "recoveries": len(self.recoveries),
+        "wall_time_s": round(time.time() - self.started, 1)}]
+    last_epoch = {k: float(v[-1]) for k, v in history.items()}
+    results.update({
+        "dataset": self.info.name,
+        "steps": steps,
+        "epochs": self.s.epochs,
+        "epochs_completed": steps // self.steps_per_epoch,
+        "resumed_from": self.restored,
+        "recoveries": recovery_lib.load_recoveries(workdir),
+        # A run that trained nothing (already finished) keeps the last ones.
+        "train_metrics_last_epoch": last_epoch or results.get(
+            "train_metrics_last_epoch", {}),
+        "test": test_metrics,
+        "learning_rate": recovery_lib.learning_rate(model.optimizer),
+        "sample_grid": workdir_lib.path(workdir, workdir_lib.SAMPLES,
+                                        workdir_lib.LATEST_GRID),
+        "runs": runs,
+        "wall_time_s": round(sum(r["wall_time_s"] for r in runs), 1),
+        "distribute": distribute_lib.describe(self.strategy),
+    })
+    if model.classifies:
+      results["test_accuracy"] = test_metrics.get("accuracy")
+      print(f"Test accuracy on {self.info.name}/{self.s.test_split}: "
+            f"{results['test_accuracy']:.4f}")
+    workdir_lib.write_json(path, results)
+    return results
