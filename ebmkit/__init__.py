@@ -35,6 +35,7 @@ from ebmkit.models.sampling import LangevinSampler
 from ebmkit.serving.export import export
 from ebmkit.serving.export import export_workdir
 from ebmkit.training.experiment import load_model
+from ebmkit.training.sam import SAM
 from ebmkit.training.train import train
 
 __version__ = "0.1.0"

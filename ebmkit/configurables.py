@@ -20,12 +20,13 @@ from ebmkit.models import heads as energy
 from ebmkit.models import sampling
 from ebmkit.networks import backbones  # pylint: disable=unused-import
 from ebmkit.training import experiment  # pylint: disable=unused-import
+from ebmkit.training import sam
 from ebmkit.training import schedules
 from ebmkit.training import train  # pylint: disable=unused-import
 
 for _cls in (models.EnergyModel, energy.EnergyHead, energy.ScalarEnergyHead,
              buffer.ReplayBuffer, sampling.LangevinSampler,
-             schedules.WarmupStepDecay, gan.GAN):
+             schedules.WarmupStepDecay, gan.GAN, sam.SAM):
   gin.external_configurable(_cls, module="ebmkit")
 
 for _cls in (keras.optimizers.Adam, keras.optimizers.AdamW,

@@ -200,6 +200,12 @@ class GAN(keras.Model, kind.ModelKind):
       raise ValueError("GAN computes its own losses (GAN.loss = "
                        "'non_saturating', 'hinge' or 'wasserstein'); leave "
                        "compile(loss=...) out.")
+    for opt in (optimizer, generator_optimizer):
+      if getattr(opt, "sharpness_aware", False):
+        raise ValueError(
+            "A GAN does not train with SAM (ebmkit.SAM): its train step "
+            "updates two networks with two optimizers and has no second "
+            "pass. Use a plain Keras optimizer (train.optimizer).")
     super().compile(optimizer=optimizer, **kwargs)
     if generator_optimizer is None:
       config = self.optimizer.get_config()

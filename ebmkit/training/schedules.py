@@ -59,6 +59,8 @@ def schedule_of(optimizer):
   The one place ebmkit reads a Keras optimizer's private `_learning_rate`:
   Keras 3 exposes the schedule object only there.
   """
+  # A wrapper (SAM, Keras' LossScaleOptimizer) steps with its inner one.
+  optimizer = getattr(optimizer, "inner_optimizer", optimizer)
   rate = getattr(optimizer, "_learning_rate", None)
   if isinstance(rate, keras.optimizers.schedules.LearningRateSchedule):
     return rate
