@@ -292,7 +292,8 @@ def load_dataset(name=DEFAULT_DATASET, split="train", batch_size=64,
                  training=True, data_noise=0.03, data_dir=None, download=True,
                  shuffle_buffer=10000, seed=None, with_info=False,
                  augment=False, flip=True, labels_per_class=None,
-                 labels_seed=0, cache=True, idx_dir=None):
+                 labels_seed=0, cache=True, idx_dir=None,
+                 classifier_batch_size=None, classifier_augment=None):
   """Batches of (image in [-1, 1], label) from a TFDS data set.
 
   Args:
@@ -324,6 +325,13 @@ def load_dataset(name=DEFAULT_DATASET, split="train", batch_size=64,
       MB); the random augmentation and noise stay per epoch.
     idx_dir: for fashion_mnist and mnist, a folder holding the four standard
       IDX files to prepare TFDS's data set from offline (see `tfds_load`).
+    classifier_batch_size, classifier_augment: when training and either is
+      set, the cross-entropy term gets its own batch, as SADA-JEM trains: a
+      second, independently shuffled pass over the split with this many
+      examples (default `batch_size`) and this augmentation (default
+      `augment`), while the p(x) term's batch (`batch_size`, `augment`) is
+      cycled. Batches are then ({"images": x, "labelled_images": x_l}, y_l)
+      and an epoch is one pass of the classifier's batches.
 
   Returns:
     A `tf.data.Dataset` of (float32 images [b, H, W, C], int32 labels [b])
@@ -339,18 +347,38 @@ def load_dataset(name=DEFAULT_DATASET, split="train", batch_size=64,
                     idx_dir=idx_dir)
   noise = data_noise if training else 0.0
 
-  def pipeline(ds, repeat=False):
+  def pipeline(ds, repeat=False, batch=batch_size, augmented=augment,
+               shuffle_seed=seed):
     if cache:
       ds = ds.cache()
     if training:
-      ds = ds.shuffle(shuffle_buffer, seed=seed, reshuffle_each_iteration=True)
+      ds = ds.shuffle(shuffle_buffer, seed=shuffle_seed,
+                      reshuffle_each_iteration=True)
     ds = ds.map(lambda image, label: preprocess(
-        image, label, noise, augment=training and augment, flip=flip),
+        image, label, noise, augment=training and augmented, flip=flip),
                 num_parallel_calls=tf.data.AUTOTUNE)
-    ds = ds.batch(batch_size, drop_remainder=training)
+    ds = ds.batch(batch, drop_remainder=training)
     return ds.repeat() if repeat else ds
 
-  if training and labels_per_class:
+  separate = classifier_batch_size is not None or (
+      classifier_augment is not None)
+  if training and separate:
+    if labels_per_class:
+      raise ValueError(
+          "load_dataset.labels_per_class and classifier_batch_size/"
+          "classifier_augment both give the classifier its own batch: set "
+          "one of them.")
+    if classifier_batch_size is not None and classifier_batch_size < 1:
+      raise ValueError(f"load_dataset.classifier_batch_size must be >= 1, "
+                       f"got {classifier_batch_size}.")
+    clf = pipeline(ds, batch=classifier_batch_size or batch_size,
+                   augmented=augment if classifier_augment is None
+                   else classifier_augment,
+                   shuffle_seed=None if seed is None else seed + 1)
+    ds = tf.data.Dataset.zip(pipeline(ds, repeat=True), clf).map(
+        lambda every, lab: ({models.IMAGES: every[0],
+                             models.LABELLED_IMAGES: lab[0]}, lab[1]))
+  elif training and labels_per_class:
     ds = _semi_supervised(ds, pipeline, batch_size, labels_per_class,
                           labels_seed)
   else:
