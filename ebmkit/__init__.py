@@ -26,6 +26,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 # workdir's layout).
 from ebmkit import configurables
 from ebmkit.data.pipeline import load_dataset
+from ebmkit.evaluation.ood import energy_score
 from ebmkit.gan.model import GAN
 from ebmkit.models.buffer import ReplayBuffer
 from ebmkit.models.energy_model import EnergyModel

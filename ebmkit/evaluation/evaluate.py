@@ -66,7 +66,7 @@ def evaluate(workdir="ebmkit_runs/default", test_split="test",
              seed=0, fid_network_path=None, sample_draws=None,
              calibration_split=None, held_out_fraction=0.1,
              detection_fpr=0.05, pgd_restarts=1, eot_samples=1, draws=None,
-             buffer_samples=None):
+             buffer_samples=None, energy_temperatures=()):
   """Everything in the JEM paper's results section for a trained workdir.
 
   Holds every setting of the evaluation and passes each part its own (see
@@ -148,6 +148,9 @@ def evaluate(workdir="ebmkit_runs/default", test_split="test",
       `evaluate_gan`'s).
     buffer_samples: replay-buffer samples for IS/FID (at most the buffer's
       size); None: as many as fresh samples.
+    energy_temperatures: temperatures T of Liu et al.'s energy score
+      T·LSE(f(x)/T) added to the OOD scores (classifiers; T = 1 equals
+      log p(x) up to a constant, so it adds nothing there); () for none.
 
   Returns:
     The evaluation dict (also in results.json).
@@ -251,7 +254,8 @@ class Evaluation:
     result["ood"] = self.parts("OOD detection", common.over_draws)(
         ood_detection_lib.ood_detection, self.draws, s.seed, self.model,
         self.x_test, info.name, s.workdir, sets=s.ood_sets,
-        examples=s.ood_examples, x_held=self.x_held, held_out=self.held_out)
+        examples=s.ood_examples, x_held=self.x_held, held_out=self.held_out,
+        energy_temperatures=tuple(s.energy_temperatures or ()))
     if self.model.classifies:
       self._robustness()
     self._samples()

@@ -129,11 +129,54 @@ def ood_set(name, images, n, seed=0, offset=0):
   return tfds_set(name, np.asarray(images).shape[1:], n, offset=offset)
 
 
-def score_batch(model, x):
+def energy_score_name(temperature):
+  """The OOD score's name for the energy score at `temperature`."""
+  return f"neg_energy_T{float(temperature):g}"
+
+
+def neg_free_energy(logits, temperature=1.0):
+  """T·LogSumExp(f(x)/T): minus the free energy E(x; f, T) = −T·LSE(f(x)/T)
+  of Liu et al. ("Energy-based Out-of-distribution Detection", NeurIPS
+  2020), higher = more in-distribution. With T = 1 it is JEM's log p(x)
+  up to log Z."""
+  t = float(temperature)
+  if not t > 0:
+    raise ValueError(f"The energy score's temperature must be > 0, got "
+                     f"{temperature!r}.")
+  return t * tf.reduce_logsumexp(tf.cast(logits, tf.float32) / t, axis=-1)
+
+
+def energy_score(classifier, x, temperature=1.0, batch_size=256):
+  """Liu et al.'s energy OOD score of any Keras classifier, as NumPy.
+
+  Args:
+    classifier: a Keras model whose output is the logits f(x) [n, K] (or a
+      dict holding "logits", as an `ebmkit.EnergyModel`'s does).
+    x: inputs, as the classifier takes them.
+    temperature: T > 0 (Liu et al. use T = 1).
+    batch_size: inputs per forward pass.
+
+  Returns:
+    float32 [n]: T·LogSumExp(f(x)/T), higher = more in-distribution (minus
+    their energy E(x; f, T)).
+  """
+  out = []
+  for i in range(0, len(x), batch_size):
+    logits = classifier(tf.convert_to_tensor(x[i:i + batch_size]),
+                        training=False)
+    if isinstance(logits, dict):
+      logits = logits["logits"]
+    out.append(neg_free_energy(logits, temperature).numpy())
+  return np.concatenate(out) if out else np.zeros([0], np.float32)
+
+
+def score_batch(model, x, energy_temperatures=()):
   """The three OOD scores (higher = more in-distribution) of a batch, as
   tensors: log_px = −E(x); max_prob = max_y p(y|x) (classifiers only);
-  neg_grad_norm = −‖∂ log p(x)/∂x‖₂. Shared by the evaluation and the
-  exported `ood_score` signature."""
+  neg_grad_norm = −‖∂ log p(x)/∂x‖₂; and for each T in
+  `energy_temperatures` (classifiers only) Liu et al.'s energy score
+  T·LSE(f(x)/T), named `energy_score_name(T)`. Shared by the evaluation and
+  the exported `ood_score` signature."""
   x = tf.convert_to_tensor(x, tf.float32)
   with tf.GradientTape() as tape:
     tape.watch(x)
@@ -144,13 +187,16 @@ def score_batch(model, x):
   result = {"log_px": out["log_px"], "neg_grad_norm": -norm}
   if "log_pyx" in out:
     result["max_prob"] = tf.reduce_max(tf.exp(out["log_pyx"]), axis=-1)
+    for t in energy_temperatures:
+      result[energy_score_name(t)] = neg_free_energy(out["logits"], t)
   return result
 
 
-def scores(model, x, batch_size=256):
+def scores(model, x, batch_size=256, energy_temperatures=()):
   """`score_batch` over an array, in batches; NumPy arrays per score."""
-  batch_scores = tf.function(lambda xb: score_batch(model, xb),
-                             reduce_retracing=True)
+  temperatures = tuple(float(t) for t in energy_temperatures)
+  batch_scores = tf.function(
+      lambda xb: score_batch(model, xb, temperatures), reduce_retracing=True)
   parts = [batch_scores(tf.constant(x[i:i + batch_size], tf.float32))
            for i in range(0, len(x), batch_size)]
   return {k: np.concatenate([p[k].numpy() for p in parts]) for k in parts[0]}

@@ -9,7 +9,7 @@ from ebmkit.evaluation import plots
 
 
 def ood_detection(model, x_test, dataset, workdir, sets=None, examples=500,
-                  seed=0, x_held=None, held_out=None):
+                  seed=0, x_held=None, held_out=None, energy_temperatures=()):
   """AUROC of each OOD score (ood.SCORES) of the test set against OOD sets.
 
   Every score is defined so that higher means more in-distribution (as in
@@ -32,6 +32,8 @@ def ood_detection(model, x_test, dataset, workdir, sets=None, examples=500,
     x_held: held-out in-distribution images choosing the signs; None: the
       signs are not chosen.
     held_out: `held_out_split`'s description of them (for the report).
+    energy_temperatures: also score with Liu et al.'s energy score at each
+      of these temperatures T (classifiers; `ood.neg_free_energy`).
 
   Returns:
     {"sets", "examples", "auroc": {score: {set: AUROC}}, "figures",
@@ -40,24 +42,26 @@ def ood_detection(model, x_test, dataset, workdir, sets=None, examples=500,
       {set: ±1}}, "held_out_auroc": {score: {set: AUROC}}, "auroc": {score:
       {set: AUROC of the oriented score}}}}.
   """
+  score = lambda x: ood.scores(model, x,
+                               energy_temperatures=energy_temperatures)
   sets = list(sets or ood.DEFAULT_SETS.get(
       dataset, ("interp", "uniform", "constant")))
   n = min(examples, len(x_test))
-  in_scores = ood.scores(model, x_test[:n])
+  in_scores = score(x_test[:n])
   out = {"sets": sets, "examples": n, "auroc": {}, "figures": {}}
   set_scores, held_scores = {}, {}
   n_held = 0 if x_held is None else min(n, len(x_held))
-  held_in = ood.scores(model, x_held[:n_held]) if n_held else None
+  held_in = score(x_held[:n_held]) if n_held else None
   for name in sets:
     try:
       x_ood = ood.ood_set(name, x_test, n, seed)
       if n_held:
-        held_scores[name] = ood.scores(model, ood.ood_set(
+        held_scores[name] = score(ood.ood_set(
             name, x_held, n_held, seed + 1, offset=n))
     except data.DatasetUnavailableError as e:
       out.setdefault("skipped", {})[name] = str(e).split(". ")[0]
       continue
-    set_scores[name] = ood.scores(model, x_ood)
+    set_scores[name] = score(x_ood)
   if n_held:
     out["orientation"] = {"held_out": held_out, "examples": n_held,
                           "sign": {}, "held_out_auroc": {}, "auroc": {}}

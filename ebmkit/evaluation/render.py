@@ -142,7 +142,9 @@ def _held_out(h):
 
 
 SCORE_DEFINITIONS = ("log_px = −E(x), max_prob = max_y p(y|x) and "
-                     "neg_grad_norm = −‖∂log p(x)/∂x‖₂")
+                     "neg_grad_norm = −‖∂log p(x)/∂x‖₂ (and, when asked, "
+                     "neg_energy_T<T> = T·LogSumExp(f(x)/T), Liu et al.'s "
+                     "energy score)")
 
 
 def _auroc_with_flip(o, score, set_name):
