@@ -32,6 +32,7 @@ from ebmkit.models.buffer import ReplayBuffer
 from ebmkit.models.energy_model import EnergyModel
 from ebmkit.models.heads import EnergyHead
 from ebmkit.models.heads import ScalarEnergyHead
+from ebmkit.models.mcmc import MCMCSampler
 from ebmkit.models.sampling import LangevinSampler
 from ebmkit.serving.export import export
 from ebmkit.serving.export import export_workdir

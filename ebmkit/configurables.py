@@ -17,6 +17,7 @@ from ebmkit.gan import networks as gan_networks  # pylint: disable=unused-import
 from ebmkit.models import buffer
 from ebmkit.models import energy_model as models
 from ebmkit.models import heads as energy
+from ebmkit.models import mcmc
 from ebmkit.models import sampling
 from ebmkit.networks import backbones  # pylint: disable=unused-import
 from ebmkit.training import experiment  # pylint: disable=unused-import
@@ -25,7 +26,7 @@ from ebmkit.training import schedules
 from ebmkit.training import train  # pylint: disable=unused-import
 
 for _cls in (models.EnergyModel, energy.EnergyHead, energy.ScalarEnergyHead,
-             buffer.ReplayBuffer, sampling.LangevinSampler,
+             buffer.ReplayBuffer, sampling.LangevinSampler, mcmc.MCMCSampler,
              schedules.WarmupStepDecay, gan.GAN, sam.SAM):
   gin.external_configurable(_cls, module="ebmkit")
 

@@ -54,7 +54,8 @@ class EnergyModel(keras.Model, kind.ModelKind):
       classifier logits f(x) [batch, K], for a `ScalarEnergyHead` features.
     head: `EnergyHead` (default) or `ScalarEnergyHead`.
     replay_buffer: a `ReplayBuffer` (default: 10,000 samples, ρ = 0.05).
-    sampler: a `LangevinSampler` (default: α = 1, σ = 0.01, η = 20).
+    sampler: a `LangevinSampler` (default: α = 1, σ = 0.01, η = 20), or an
+      `mcmc.MCMCSampler` (MALA or HMC from tensorflow-probability).
     clf_weight: w_clf, weight of the cross-entropy.
     px_weight: w_px, weight of the log p(x) term.
     pxy_weight: w_pxy, weight of the log p(x|y) term.
@@ -489,8 +490,13 @@ class EnergyModel(keras.Model, kind.ModelKind):
           grads, variables, lambda: replicas.scale_loss(self._objective(
               x, x_labelled, y, sample_weight, chains, training=True)[0]))
     self.optimizer.apply(grads, variables)
-    return self._update_metrics(loss, terms, clf_out, y, energy_samples,
+    logs = self._update_metrics(loss, terms, clf_out, y, energy_samples,
                                 sample_weight)
+    if chains and getattr(self.sampler, "reports_acceptance", False):
+      # A Metropolis-adjusted sampler (`mcmc.MCMCSampler`): this step's
+      # acceptance rate, in the progress bar, epoch lines and TensorBoard.
+      logs["acceptance"] = tf.identity(self.sampler.acceptance_rate)
+    return logs
 
   def _sharpness_aware_gradients(self, grads, variables, loss_fn):
     """SAM's gradient (`ebmkit.training.sam.SAM`): the same batch and the
