@@ -149,3 +149,15 @@ def test_augmentation_is_a_crop_of_the_reflect_padded_image(flip):
     assert matches, "not a crop of the reflect-padded image"
     seen_flip |= matches[0] >= 81
   assert seen_flip == flip  # 20 draws without a flip: chance 1e-6.
+
+
+def test_eval_data_noise_adds_noise_of_its_std_to_evaluation_batches():
+  clean = data.load_dataset(split="test", batch_size=360, training=False)
+  noisy = data.load_dataset(split="test", batch_size=360, training=False,
+                            eval_data_noise=0.1)
+  diff = next(iter(noisy))[0].numpy() - next(iter(clean))[0].numpy()
+  # 23,040 values: the std within 2%, the mean within 5 standard errors.
+  assert diff.std() == pytest.approx(0.1, rel=0.02)
+  assert abs(diff.mean()) < 5 * 0.1 / np.sqrt(diff.size)
+  with pytest.raises(ValueError, match="eval_data_noise must be >= 0"):
+    data.load_dataset(split="test", training=False, eval_data_noise=-1.0)

@@ -123,3 +123,15 @@ def test_both_ways_of_a_separate_classifier_batch_are_refused_together():
   with pytest.raises(ValueError, match="set one of them"):
     data.load_dataset(split="train[:256]", classifier_batch_size=32,
                       labels_per_class=5)
+
+
+@pytest.mark.parametrize("config", ["jem_reference_cifar10.gin",
+                                    "jem_reference_digits.gin"])
+def test_the_reference_recipe_sets_what_the_reference_does(config):
+  gin_utils.parse([config])
+  assert gin.query_parameter("wide_resnet.init") == "torch"
+  assert gin.query_parameter("keras.optimizers.Adam.epsilon") == 1e-8
+  assert gin_utils.bound("load_dataset.classifier_batch_size", None) == (
+      gin.query_parameter("%BATCH_SIZE"))
+  assert gin_utils.bound("load_dataset.eval_data_noise", None) == (
+      gin.query_parameter("%DATA_NOISE")) == 0.03

@@ -293,7 +293,8 @@ def load_dataset(name=DEFAULT_DATASET, split="train", batch_size=64,
                  shuffle_buffer=10000, seed=None, with_info=False,
                  augment=False, flip=True, labels_per_class=None,
                  labels_seed=0, cache=True, idx_dir=None,
-                 classifier_batch_size=None, classifier_augment=None):
+                 classifier_batch_size=None, classifier_augment=None,
+                 eval_data_noise=0.0):
   """Batches of (image in [-1, 1], label) from a TFDS data set.
 
   Args:
@@ -303,7 +304,8 @@ def load_dataset(name=DEFAULT_DATASET, split="train", batch_size=64,
     training: shuffle, add data noise and drop the last partial batch (so
       every step sees the same shape and XLA compiles once).
     data_noise: σ_data, std of Gaussian noise added to training images
-      (JEM: 0.03); not added when `training` is False.
+      (JEM: 0.03); not added when `training` is False (see
+      `eval_data_noise`).
     data_dir: TFDS data folder (default $TFDS_DATA_DIR or ~/tensorflow_datasets).
     download: download and prepare a missing data set (see `tfds_load`).
     shuffle_buffer: size of the shuffle buffer.
@@ -332,6 +334,9 @@ def load_dataset(name=DEFAULT_DATASET, split="train", batch_size=64,
       `augment`), while the p(x) term's batch (`batch_size`, `augment`) is
       cycled. Batches are then ({"images": x, "labelled_images": x_l}, y_l)
       and an epoch is one pass of the classifier's batches.
+    eval_data_noise: std of the noise added when `training` is False (0:
+      none). The JEM reference's test transform adds σ_data noise to the
+      images it reports accuracy on; `recipes/jem_reference.gin` sets it.
 
   Returns:
     A `tf.data.Dataset` of (float32 images [b, H, W, C], int32 labels [b])
@@ -345,7 +350,10 @@ def load_dataset(name=DEFAULT_DATASET, split="train", batch_size=64,
         f"load_dataset.data_noise (σ_data) must be >= 0, got {data_noise}.")
   ds, _ = tfds_load(name, split, data_dir=data_dir, download=download,
                     idx_dir=idx_dir)
-  noise = data_noise if training else 0.0
+  if eval_data_noise < 0:
+    raise ValueError(f"load_dataset.eval_data_noise must be >= 0, got "
+                     f"{eval_data_noise}.")
+  noise = data_noise if training else eval_data_noise
 
   def pipeline(ds, repeat=False, batch=batch_size, augmented=augment,
                shuffle_seed=seed):

@@ -175,10 +175,14 @@ class WideResNet(keras.layers.Layer):
     norm: None or "batch".
     dropout: dropout rate inside each block.
     leak: negative slope of the LeakyReLU (0.2 in JEM).
+    init: "keras" (Keras' defaults: Glorot-uniform kernels, zero biases) or
+      "torch" (PyTorch's defaults for nn.Conv2d and nn.Linear, which the JEM
+      reference trains from: kernels and biases uniform in ±1/√fan_in; see
+      `torch_default_init`).
   """
 
   def __init__(self, depth=28, width=10, num_classes=10, norm=None,
-               dropout=0.0, leak=0.2, **kwargs):
+               dropout=0.0, leak=0.2, init="keras", **kwargs):
     super().__init__(**kwargs)
     if depth < 10 or (depth - 4) % 6:
       raise ValueError(f"WideResNet.depth must be 6n + 4 (10, 16, 22, 28, ...)"
@@ -186,6 +190,10 @@ class WideResNet(keras.layers.Layer):
     if width < 1:
       raise ValueError(f"WideResNet.width must be >= 1, got {width}.")
     _norm_layer(norm, "check")  # Validates `norm` early.
+    if init not in INITS:
+      raise ValueError(f"WideResNet.init must be one of {INITS}, got "
+                       f"{init!r}.")
+    self.init = init
     self.depth, self.width, self.num_classes = depth, width, num_classes
     self.norm, self.dropout, self.leak = norm, dropout, leak
     blocks_per_stage = (depth - 4) // 6
@@ -217,6 +225,8 @@ class WideResNet(keras.layers.Layer):
       self.bn1.build(shape)
     if self.class_output:
       self.class_output.build((shape[0], self.feature_dim))
+    if self.init == "torch":
+      torch_default_init(self)
 
   def call(self, x, training=False):
     out = self.conv1(x)
@@ -233,14 +243,43 @@ class WideResNet(keras.layers.Layer):
   def get_config(self):
     return {**super().get_config(), "depth": self.depth, "width": self.width,
             "num_classes": self.num_classes, "norm": self.norm,
-            "dropout": self.dropout, "leak": self.leak}
+            "dropout": self.dropout, "leak": self.leak, "init": self.init}
+
+
+INITS = ("keras", "torch")
+
+
+def torch_default_init(layer):
+  """Re-draws every convolution's and dense layer's kernel and bias in
+  `layer` (built) as PyTorch initialises nn.Conv2d and nn.Linear: kernel
+  kaiming_uniform(a=√5), i.e. U(−1/√fan_in, 1/√fan_in), and bias
+  U(−1/√fan_in, 1/√fan_in), fan_in = the kernel's inputs per output
+  (kh·kw·in_channels, or in_features). Batch norm keeps scale 1 and offset
+  0, as both libraries start it. Random numbers come from Keras' global
+  seed (`keras.utils.set_random_seed`)."""
+  kernels = {v.path.rsplit("/", 1)[0]: v for v in layer.weights
+             if v.path.endswith("/kernel")}
+  biases = {v.path.rsplit("/", 1)[0]: v for v in layer.weights
+            if v.path.endswith("/bias")}
+  for owner, kernel in kernels.items():
+    shape = tuple(kernel.shape)
+    fan_in = 1
+    for d in shape[:-1]:
+      fan_in *= int(d)
+    bound = fan_in ** -0.5
+    kernel.assign(keras.random.uniform(shape, -bound, bound,
+                                       dtype=kernel.dtype))
+    if owner in biases:
+      bias = biases[owner]
+      bias.assign(keras.random.uniform(tuple(bias.shape), -bound, bound,
+                                       dtype=bias.dtype))
 
 
 @gin.configurable
 def wide_resnet(depth=28, width=10, num_classes=10, norm=None, dropout=0.0,
-                leak=0.2):
+                leak=0.2, init="keras"):
   """The JEM paper's backbone, WRN-depth-width (see `WideResNet`)."""
-  return WideResNet(depth, width, num_classes, norm, dropout, leak,
+  return WideResNet(depth, width, num_classes, norm, dropout, leak, init,
                     name=f"wrn_{depth}_{width}")
 
 
