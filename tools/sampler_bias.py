@@ -208,7 +208,7 @@ def buffer_drift(workdir, steps=200, n=500, seed=0):
                          minlength=out["logits"].shape[-1])
       row["model_classes"] = (hist / len(points)).round(3).tolist()
     if judge is not None:
-      hist = np.bincount(np.argmax(judge(points, training=False), -1),
+      hist = np.bincount(np.argmax(judge(points, training=False)[0], -1),
                          minlength=model.num_classes)
       row["judge_classes"] = (hist / len(points)).round(3).tolist()
     row["mean_l2_from_start"] = float(tf.reduce_mean(tf.norm(
