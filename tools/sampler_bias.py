@@ -192,6 +192,8 @@ def buffer_drift(workdir, steps=200, n=500, seed=0):
   sampler = mcmc.MCMCSampler(kernel="mala", step_size=1e-4,
                              adapt_step_size=True, seed=seed)
   energy = lambda x: -model(x, training=False)["log_px"]
+  run = tf.function(lambda x, k: sampler(x, energy_fn=energy, steps=k),
+                    reduce_retracing=True)
   x = x0
   report = {"workdir": workdir, "chains": int(len(idx)), "steps": []}
   judge_path = os.path.join(workdir, "eval", "judge.keras")
@@ -220,7 +222,7 @@ def buffer_drift(workdir, steps=200, n=500, seed=0):
   for k in (10, steps // 2, steps):
     if k <= done:
       continue
-    x = sampler(x, energy_fn=energy, steps=k - done)
+    x = run(x, tf.constant(k - done))
     done = k
     row = stats(x, k)
     row["acceptance"] = round(float(sampler.acceptance_rate), 3)
