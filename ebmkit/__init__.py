@@ -34,6 +34,9 @@ from ebmkit.models.heads import EnergyHead
 from ebmkit.models.heads import ScalarEnergyHead
 from ebmkit.models.mcmc import MCMCSampler
 from ebmkit.models.sampling import LangevinSampler
+from ebmkit.presets import from_preset
+from ebmkit.presets import list_presets
+from ebmkit.presets import save_to_preset
 from ebmkit.serving.export import export
 from ebmkit.serving.export import export_workdir
 from ebmkit.training.experiment import load_model

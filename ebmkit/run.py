@@ -17,12 +17,14 @@ flags.DEFINE_multi_string(
 flags.DEFINE_string(
     "workdir", None, "Output folder (default: ebmkit_runs/<config name>). "
     "Running again on the same workdir resumes.")
-flags.DEFINE_enum("mode", "train", ["train", "eval", "compare", "export"],
+flags.DEFINE_enum("mode", "train",
+                  ["train", "eval", "compare", "export", "preset"],
                   "train (or resume); eval: the full evaluation of the newest "
                   "checkpoint (report.md, figures/, results.json), configured "
                   "from the workdir's operative config; compare: one table of "
                   "the evaluated --workdirs; export: a SavedModel of the "
-                  "workdir's newest checkpoint to --export_dir.")
+                  "workdir's newest checkpoint to --export_dir; preset: "
+                  "a preset folder of it (ebmkit.from_preset) to --output.")
 flags.DEFINE_string("export_dir", None, "export mode: the SavedModel folder "
                     "(default: <workdir>/export).")
 flags.DEFINE_float("detection_fpr", 0.05, "export mode: target false-positive "
@@ -37,8 +39,9 @@ flags.DEFINE_bool(
     "only allow this for configs you trust.")
 flags.DEFINE_list("workdirs", [], "compare mode: evaluated workdirs, "
                   "comma-separated.")
-flags.DEFINE_string("output", None, "compare mode: where the table is "
-                    "written, a .md file or a folder (for comparison.md); "
+flags.DEFINE_string("output", None, "preset mode: the preset folder; "
+                    "compare mode: where the table is written, a .md file "
+                    "or a folder (for comparison.md); "
                     "without it (and without --workdir, the older way to "
                     "name that folder) it is only printed.")
 flags.DEFINE_bool("fresh", False, "train mode: start from step 0 on purpose; "
@@ -80,7 +83,7 @@ def _run():
           "FILE.md or FOLDER writes it).", file=sys.stderr)
     return
   gin_files = FLAGS.gin_file or [gin_utils.DEFAULT_GIN_FILE]
-  if FLAGS.mode in ("eval", "export") and not FLAGS.gin_file:
+  if FLAGS.mode in ("eval", "export", "preset") and not FLAGS.gin_file:
     saved = workdir_lib.path(_workdir(gin_files), workdir_lib.OPERATIVE_CONFIG)
     if os.path.isfile(saved):
       gin_files = [saved]
@@ -95,6 +98,14 @@ def _run():
     distribute.prepare(gin_utils.bound("train.distribute", None),
                        gin_utils.bound("train.worker_timeout_s", None))
     train_lib.train(workdir=workdir, fresh=FLAGS.fresh)
+  elif FLAGS.mode == "preset":
+    from ebmkit import presets  # pylint: disable=g-import-not-at-top
+    if not FLAGS.output:
+      raise ValueError("--mode=preset needs --output=FOLDER, where the preset "
+                       "is written.")
+    presets.save_workdir_preset(workdir, FLAGS.output)
+    print(f"Wrote the preset {FLAGS.output} (load it with "
+          f"ebmkit.from_preset({FLAGS.output!r})).")
   elif FLAGS.mode == "export":
     from ebmkit.serving import export as serving  # pylint: disable=g-import-not-at-top
     export_dir = FLAGS.export_dir or workdir_lib.path(workdir,

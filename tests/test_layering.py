@@ -32,8 +32,8 @@ RANKS = {
     "ebmkit.training": 6,
     # Evaluation and conversion use trained models.
     "ebmkit.evaluation": 7, "ebmkit.convert": 7,
-    # Export serves the model and evaluation's OOD threshold.
-    "ebmkit.serving": 8,
+    # Export serves the model and evaluation's OOD threshold; presets.
+    "ebmkit.serving": 8, "ebmkit.presets": 8,
     # Registration of every configurable, then the entry points.
     "ebmkit.configurables": 9, "ebmkit.run": 10, "ebmkit": 10,
 }
