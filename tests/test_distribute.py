@@ -81,7 +81,8 @@ def _fake_model(size, classes=None):
   buffer = types.SimpleNamespace(
       size=size, num_classes=classes, class_conditional=bool(classes),
       slice_size=size // (classes or 1))
-  return types.SimpleNamespace(replay_buffer=buffer, draws_samples=True)
+  return types.SimpleNamespace(replay_buffer=buffer, draws_samples=True,
+                               trains_distributed=True)
 
 
 def _dataset(batch):
@@ -98,10 +99,11 @@ def test_split_is_checked_before_training():
   distribute.check_split(_fake_strategy(4), _dataset(64),
                          _fake_model(2000, 10))
   distribute.check_split(None, _dataset(63), _fake_model(7))
-  # A model without a replay buffer (a GAN) is refused under a strategy.
+  # A model kind that does not train distributed (a GAN) is refused under
+  # a strategy.
   with pytest.raises(ValueError, match="a GAN trains on one device"):
     distribute.check_split(_fake_strategy(2), _dataset(64),
-                           type("GAN", (), {})())
+                           type("GAN", (), {"trains_distributed": False})())
 
 
 def test_strategy_names(monkeypatch):

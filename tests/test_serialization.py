@@ -27,9 +27,11 @@ from ebmkit.gan import networks as gan_networks
 from ebmkit.models import buffer
 from ebmkit.models import energy_model as models
 from ebmkit.models import heads as energy
+from ebmkit.models import mcmc
 from ebmkit.models import replicas
 from ebmkit.models import sampling
 from ebmkit.networks import backbones
+from ebmkit.training import sam
 from ebmkit.training import schedules
 
 IMAGE_SHAPE = (4, 4, 1)  # Samples of the tiny models below.
@@ -183,7 +185,7 @@ CASES = {
     "WideResNet": Case(
         backbones.WideResNet,
         lambda: dict(depth=10, width=1, num_classes=4, norm="batch",
-                     dropout=0.1, leak=0.1, name="wrn"),
+                     dropout=0.1, leak=0.1, init="torch", name="wrn"),
         "layer", (2, 8, 8, 3)),
     "IGEBMBlock": Case(
         backbones.IGEBMBlock,
@@ -234,6 +236,16 @@ CASES = {
     # Per-replica random numbers (test_distribute); its config is Keras'.
     "SeedGenerator": Case(replicas.SeedGenerator,
                           lambda: dict(seed=5, name="noise"), "seed"),
+    # MALA/HMC (their chains: test_mcmc) and SAM (its steps: test_sam).
+    "MCMCSampler": Case(
+        mcmc.MCMCSampler,
+        lambda: dict(kernel="hmc", steps=3, step_size=0.2, leapfrog_steps=2,
+                     adapt_step_size=True, target_accept=0.7, seed=5,
+                     name="mcmc"), "mcmc"),
+    "SAM": Case(
+        sam.SAM,
+        lambda: dict(optimizer=keras.optimizers.SGD(0.2, momentum=0.5),
+                     rho=0.3, adaptive=True, name="sharp"), "optimizer"),
 }
 # Besides the all-non-default cases: the IGEBM network as shipped (spectral
 # norm on every convolution) and the IGEBM family's model (scalar head).
@@ -305,7 +317,7 @@ def test_the_case_sets_every_argument_to_a_non_default_value(name):
     value, default = kwargs[key], param.default
     if default is param.empty:  # A required argument.
       continue
-    if isinstance(value, keras.layers.Layer):  # Models too.
+    if isinstance(value, (keras.layers.Layer, keras.optimizers.Optimizer)):
       assert default is None, key  # An object for the built-in default.
     else:
       assert jsonify(value) != jsonify(default), key
@@ -319,7 +331,8 @@ def test_get_config_holds_every_argument_and_from_config_restores_it(name):
   config = obj.get_config()
   # Each constructor argument, as given (nested objects serialised).
   for key, value in kwargs.items():
-    if isinstance(value, (keras.layers.Layer, keras.Model)):
+    if isinstance(value, (keras.layers.Layer, keras.Model,
+                          keras.optimizers.Optimizer)):
       value = keras.saving.serialize_keras_object(value)
     assert jsonify(config[key]) == jsonify(value), key
   clone = config_clone(obj)
