@@ -74,8 +74,8 @@ def test_a_two_mode_mixture_keeps_its_mode_masses_and_spread(kernel, eps):
 
 @pytest.mark.parametrize("kernel, target", [("mala", 0.574), ("hmc", 0.65)])
 def test_step_size_adapts_towards_the_target_acceptance(kernel, target):
-  x0 = np.random.default_rng(2).normal(0, 1, (N, 2)).astype(np.float32)
-  sampler = mcmc.MCMCSampler(kernel=kernel, steps=300, step_size=3.0,
+  x0 = np.random.default_rng(2).normal(0, 1, (1000, 2)).astype(np.float32)
+  sampler = mcmc.MCMCSampler(kernel=kernel, steps=150, step_size=3.0,
                              adapt_step_size=True, seed=2)
   x = sampler(x0, energy_fn=standard_normal)
   assert float(sampler.current_step_size) < 3.0
