@@ -90,7 +90,12 @@ def test_the_wheel_holds_every_module_and_config(tmp_path):
              .replace(os.sep, "/")
              for d, _, files in os.walk(os.path.join(REPO, "gin"))
              for f in files if f.endswith(".gin")}
-  assert len(modules) > 30 and len(configs) > 30
+  presets = {os.path.relpath(os.path.join(d, f), REPO).replace(os.sep, "/")
+             for d, _, files in os.walk(os.path.join(REPO, "ebmkit",
+                                                     "preset_files"))
+             for f in files}
+  assert presets <= names, sorted(presets - names)
+  assert len(modules) > 30 and len(configs) > 30 and len(presets) >= 5
   assert modules <= names, sorted(modules - names)
   assert configs <= names, sorted(configs - names)
   assert "Name: ebmkit-keras" in metadata

@@ -118,3 +118,18 @@ def test_a_trained_workdir_becomes_a_preset_whose_card_is_true(tmp_path):
   accuracy = model.evaluate(test, return_dict=True, verbose=0)["accuracy"]
   assert accuracy == pytest.approx(card["test_accuracy"], abs=1e-6)
   assert os.path.isfile(os.path.join(out, "operative_config.gin"))
+
+
+def test_the_shipped_jem_digits_preset_is_what_its_card_says():
+  """Loaded by name, no training: its test accuracy is the card's."""
+  (entry,) = [p for p in ebmkit.list_presets() if p["name"] == "jem_digits"]
+  with open(os.path.join(presets.SHIPPED, "jem_digits", "card.json")) as f:
+    card = json.load(f)
+  assert entry["test_accuracy"] == card["test_accuracy"] > 0.95
+  assert "not the paper's" in card["is_not"] and card["command"]
+  model = ebmkit.from_preset("jem_digits")
+  model.compile()
+  test = ebmkit.load_dataset(split="test", training=False)
+  accuracy = model.evaluate(test, return_dict=True, verbose=0)["accuracy"]
+  assert accuracy == pytest.approx(card["test_accuracy"], abs=1e-6)
+  assert model.replay_buffer.samples.shape == (2000, 8, 8, 1)

@@ -54,4 +54,25 @@ results = json.load(open("run/results.json"))
 print("test accuracy after one epoch:", results["test_accuracy"],
       "| evaluation accuracy:", results["evaluation"]["accuracy"])
 PY
+echo "== the shipped presets: each loads, and its test accuracy is its card's"
+"$py" - <<'PY'
+import ebmkit, json, os
+import numpy as np
+import tensorflow as tf
+shipped = ebmkit.list_presets()
+assert shipped, "no shipped presets"
+for entry in shipped:
+  model = ebmkit.from_preset(entry["name"])
+  model.compile()
+  data = ebmkit.load_dataset(split="test", training=False)
+  accuracy = model.evaluate(data, return_dict=True, verbose=0)["accuracy"]
+  assert abs(accuracy - entry["test_accuracy"]) < 1e-6, (entry, accuracy)
+  ebmkit.export(model, f"exported_{entry['name']}")
+  served = tf.saved_model.load(f"exported_{entry['name']}")
+  x = next(iter(data))[0][:8]
+  np.testing.assert_allclose(served.signatures["classify"](x=x)["logits"],
+                             model(x)["logits"], rtol=1e-5, atol=1e-5)
+  print("preset", entry["name"], "test accuracy", accuracy, "as on its card;",
+        entry["size_bytes"], "bytes")
+PY
 echo "check_wheel: OK"
