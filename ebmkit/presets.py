@@ -22,7 +22,6 @@ gives the model back, its weights, buffer and random states as they were.
 import json
 import os
 import platform
-import shutil
 
 import keras
 import numpy as np
@@ -193,8 +192,9 @@ def from_preset(name_or_path):
   model.build((None,) + tuple(meta["sample_shape"]))
   weights_path = os.path.join(path, "model.weights.npz")
   try:
-    stored = np.load(weights_path)
-    names = list(stored.files)
+    with np.load(weights_path) as npz:  # Read once; npz reads lazily.
+      stored = {name: npz[name] for name in npz.files}
+    names = sorted(stored)
   except FileNotFoundError:
     raise PresetError(f"The preset has no model.weights.npz ({weights_path})"
                       f": it is incomplete.") from None
@@ -207,7 +207,7 @@ def from_preset(name_or_path):
         f"The preset's weights do not match its config: model.weights.npz "
         f"holds {len(names)} variables, the model has {len(variables)} (the "
         f"first: {variables[0].path}).")
-  for i, (name, variable) in enumerate(zip(sorted(names), variables)):
+  for i, (name, variable) in enumerate(zip(names, variables)):
     value = stored[name]
     same_kind = name.rsplit("/", 1)[-1] == variable.path.rsplit("/", 1)[-1]
     if not same_kind or tuple(value.shape) != tuple(variable.shape):
@@ -215,7 +215,7 @@ def from_preset(name_or_path):
           f"The preset's weights do not match its config: variable {i}, "
           f"{variable.path} {tuple(variable.shape)} in the model, is {name} "
           f"{tuple(value.shape)} in model.weights.npz.")
-  for name, variable in zip(sorted(names), variables):
+  for name, variable in zip(names, variables):
     variable.assign(stored[name].astype(variable.dtype))
   return model
 
@@ -238,8 +238,3 @@ def list_presets():
                 "size_bytes": size})
   return out
 
-
-def copy_preset(src, dst):
-  """Copies a preset folder (e.g. a shipped one, to fine-tune its files)."""
-  shutil.copytree(_resolve(src), dst)
-  return dst

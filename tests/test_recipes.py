@@ -10,7 +10,7 @@ import tensorflow as tf
 from ebmkit import gin_utils
 from ebmkit.data import pipeline as data
 from ebmkit.models import energy_model as models
-from ebmkit.models import sampling
+from ebmkit.training import experiment
 
 # A quadratic energy E(x) = ½ Σ (x − c)² / s²: the gradient ascent on
 # −E moves x towards c, far enough that clamps bite.
@@ -38,38 +38,35 @@ def jempp_pyld(x, n_steps=10, in_steps=5, pyld_lr=0.2, eps=1.0):
   return x
 
 
+X0 = np.array([[0.5, 0.5, -0.99, -0.2]], np.float32)
+
+
+def quadratic(x):
+  return 0.5 * tf.reduce_sum(tf.square(x - C), -1) / S ** 2
+
+
+def recipe_chain(config):
+  """The sampler `config` wires into its model, run from X0 on the
+  quadratic energy."""
+  gin_utils.parse([config])
+  sampler = experiment.configured_model().sampler
+  return sampler(tf.constant(X0), energy_fn=quadratic).numpy()
+
+
 def test_jempp_proximal_sgld_is_the_clamped_sampler_of_its_recipe():
-  gin_utils.parse(["jempp_digits.gin"])
-  sampler = sampling.LangevinSampler(
-      steps=gin.query_parameter("%SGLD_STEPS"),
-      step_size=gin.query_parameter("%SGLD_STEP_SIZE"),
-      noise=gin.query_parameter("%SGLD_NOISE"),
-      grad_clip=gin.query_parameter("%SGLD_GRAD_CLIP"),
-      clip_range=gin.query_parameter("LangevinSampler.clip_range"), seed=0)
-  x0 = np.array([[0.5, 0.5, -0.99, -0.2]], np.float32)
-  energy = lambda x: 0.5 * tf.reduce_sum(tf.square(x - C), -1) / S ** 2
-  got = sampler(tf.constant(x0), energy_fn=energy).numpy()
-  np.testing.assert_allclose(got, jempp_pyld(x0), atol=1e-6)
+  got = recipe_chain("jempp_digits.gin")
+  np.testing.assert_allclose(got, jempp_pyld(X0), atol=1e-6)
   # The clamps act: without them the chain would leave [−1, 1].
   assert got.min() == -1.0 and got.max() == 1.0
 
 
 def test_sadajem_step_by_hand():
   """5 steps of x + 1·clamp(∇log p, −1, 1), no noise, clamped to [−1, 1]."""
-  gin_utils.parse(["sadajem_digits.gin"])
-  sampler = sampling.LangevinSampler(
-      steps=gin.query_parameter("%SGLD_STEPS"),
-      step_size=gin.query_parameter("%SGLD_STEP_SIZE"),
-      noise=gin.query_parameter("%SGLD_NOISE"),
-      grad_clip=gin.query_parameter("%SGLD_GRAD_CLIP"),
-      clip_range=gin.query_parameter("LangevinSampler.clip_range"), seed=0)
-  x = np.array([[0.5, 0.5, -0.99, -0.2]], np.float32)
-  want = x.copy()
+  want = X0.copy()
   for _ in range(5):
     want = np.clip(want + np.clip(grad_log_p(want), -1, 1), -1, 1)
-  energy = lambda x: 0.5 * tf.reduce_sum(tf.square(x - C), -1) / S ** 2
-  np.testing.assert_allclose(sampler(tf.constant(x), energy_fn=energy),
-                             want, atol=1e-6)
+  np.testing.assert_allclose(recipe_chain("sadajem_digits.gin"), want,
+                             atol=1e-6)
 
 
 @pytest.mark.parametrize("config, settings", [

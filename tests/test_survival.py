@@ -86,6 +86,19 @@ def test_gives_up_with_a_clear_message(tmp_path):
       os.path.join(workdir, "checkpoints")).endswith("ckpt-0")
 
 
+def test_with_recovery_off_a_diverging_run_is_left_alone(tmp_path):
+  """train.recovery = False: no guard, no rollback, every step taken (the
+  loss is then NaN or huge: that is what the user asked for)."""
+  workdir = str(tmp_path / "run")
+  gin_utils.parse(["jem_digits.gin"], SMALL + [
+      "EPOCHS = 1", "LEARNING_RATE = 1e6", "train.recovery = False"])
+  results = train_lib.train(workdir=workdir)
+  assert results["steps"] == 4 and results["recoveries"] == []
+  assert not os.path.exists(os.path.join(workdir, "recoveries.json"))
+  loss = results["train_metrics_last_epoch"]["loss"]
+  assert not np.isfinite(loss) or abs(loss) > 1e4, loss
+
+
 @pytest.mark.slow
 def test_sigkill_mid_run_then_the_same_command_resumes(tmp_path):
   workdir = str(tmp_path / "run")

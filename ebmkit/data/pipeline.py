@@ -280,8 +280,12 @@ def _semi_supervised(ds, pipeline, batch_size, labels_per_class, seed):
   keep = tf.constant(mask)
   labelled = ds.enumerate().filter(lambda i, _: keep[i]).map(
       lambda _, example: example)
-  images = pipeline(ds)
-  labelled = pipeline(labelled, repeat=True)
+  return _two_terms(pipeline(ds), pipeline(labelled, repeat=True))
+
+
+def _two_terms(images, labelled):
+  """({"images": x, "labelled_images": x_l}, y_l) batches: the p(x) term's
+  images beside the cross-entropy term's own labelled batch."""
   return tf.data.Dataset.zip(images, labelled).map(
       lambda every, lab: ({models.IMAGES: every[0],
                            models.LABELLED_IMAGES: lab[0]}, lab[1]))
@@ -383,9 +387,7 @@ def load_dataset(name=DEFAULT_DATASET, split="train", batch_size=64,
                    augmented=augment if classifier_augment is None
                    else classifier_augment,
                    shuffle_seed=None if seed is None else seed + 1)
-    ds = tf.data.Dataset.zip(pipeline(ds, repeat=True), clf).map(
-        lambda every, lab: ({models.IMAGES: every[0],
-                             models.LABELLED_IMAGES: lab[0]}, lab[1]))
+    ds = _two_terms(pipeline(ds, repeat=True), clf)
   elif training and labels_per_class:
     ds = _semi_supervised(ds, pipeline, batch_size, labels_per_class,
                           labels_seed)

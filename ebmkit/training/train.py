@@ -374,13 +374,13 @@ class Runner:
     # One writer for the optimizer-step axis: step scalars and sample grids.
     self.step_writer = tf.summary.create_file_writer(
         workdir_lib.path(log_dir, "train"))
-    # Without recovery the guard is no callback: its reason stays None, and
-    # one fit ends `_fit_with_recovery`.
-    self.guard = (s.recovery or recovery_lib.RecoveryPolicy()).guard()
+    # Without recovery there is no guard, and one fit ends
+    # `_fit_with_recovery`.
+    self.guard = s.recovery.guard() if s.recovery else None
     self.checkpointer = callbacks_lib.Checkpointer(
         self.manager, workdir, s.checkpoint_every_steps, s.keep_checkpoints,
-        self.guard if s.recovery else None, self.pending)
-    callbacks = ([self.guard] if s.recovery else []) + [
+        self.guard, self.pending)
+    callbacks = ([self.guard] if self.guard else []) + [
         self.checkpointer,
         callbacks_lib.SampleGrid(workdir_lib.path(workdir, workdir_lib.SAMPLES),
                                  s.sample_grid_images,
@@ -406,12 +406,13 @@ class Runner:
     says; returns the last fit's history."""
     policy = self.s.recovery
     while True:
-      self.guard.reset()
+      if self.guard:
+        self.guard.reset()
       history = _fit_to(self.model, self.train_ds, self.val_ds,
                         self.steps_per_epoch, self.s.epochs,
                         self.callback_list, 1 if self.s.verbose == 1 else 0,
                         self.fit)
-      if self.guard.reason is None:
+      if self.guard is None or self.guard.reason is None:
         return history
       event = policy.recover(
           self.model, self.manager, self.guard, self.workdir, self.base_lr,
