@@ -112,3 +112,63 @@ def test_runs_share_the_first_judge_and_finished_runs_are_kept(tmp_path,
   claims.main(["--seeds=1", f"--out={tmp_path / 'alone'}",
                "--no-share_judge"])
   assert len(trained_judges) == 2
+
+
+def test_recipes_that_give_up_are_evaluated_and_counted(tmp_path, monkeypatch):
+  """--models picks the recipes; a training that gives up (exits non-zero
+  with a checkpoint left) is evaluated, and the per-model table counts its
+  recoveries and that it gave up; without a checkpoint the failure stops the
+  tool."""
+  evaluated = []
+  accuracy = {"jempp": [0.9, 0.8], "sadajem": [0.5, 0.7]}
+
+  def fake_run(args, cwd):
+    del cwd
+    workdir = next(a.split("=", 1)[1] for a in args
+                   if a.startswith("--workdir="))
+    name, seed = os.path.basename(workdir).split("_seed")
+    if "--mode=eval" in args:
+      evaluated.append(os.path.basename(workdir))
+      with open(os.path.join(workdir, "results.json"), "w") as f:
+        json.dump({"evaluation": {"accuracy": accuracy[name][int(seed)]}}, f)
+      return 2.0
+    os.makedirs(os.path.join(workdir, "checkpoints"))
+    if name == "sadajem" and seed == "0":  # Gives up after two recoveries.
+      with open(os.path.join(workdir, "checkpoints", "ckpt-7.index"), "w"):
+        pass
+      with open(os.path.join(workdir, "recoveries.json"), "w") as f:
+        json.dump([{"step": 5}, {"step": 6}], f)
+      raise claims.RunFailed(args, 60.0, 1)
+    return 120.0
+
+  monkeypatch.setattr(claims, "_run", fake_run)
+  out = str(tmp_path / "recipes")
+  claims.main(["--dataset=fashion_mnist", "--seeds=2",
+               "--models=jempp,sadajem", f"--out={out}"])
+  assert evaluated == ["jempp_seed0", "sadajem_seed0", "jempp_seed1",
+                       "sadajem_seed1"]
+  with open(os.path.join(out, "claims.json")) as f:
+    got = json.load(f)
+  assert got["wall_times_s"]["sadajem_seed0"]["gave_up"] is True
+  assert got["wall_times_s"]["sadajem_seed0"]["train_s"] == 60.0
+  summary = got["summary"]
+  assert summary["sadajem"]["recoveries"]["mean"] == pytest.approx(1.0)
+  assert summary["sadajem"]["accuracy"]["mean"] == pytest.approx(0.6)
+  assert got["claims"] == []  # No claims without JEM and the classifier.
+  with open(os.path.join(out, "claims.md")) as f:
+    table = f.read()
+  # 0.6 ± sd(0.5, 0.7) = 0.141; recoveries 2 in 2 runs; minutes 1.5 / 0.
+  assert "| sadajem | 0.600 ± 0.141 |" in table
+  assert "| 2 in 2 runs | 1 in 2 runs | 2 / 0 |" in table
+  assert "| jempp | 0.850 ± 0.071 |" in table
+
+  def no_checkpoint(args, cwd):
+    del cwd
+    raise claims.RunFailed(args, 1.0, 1)
+
+  monkeypatch.setattr(claims, "_run", no_checkpoint)
+  with pytest.raises(claims.RunFailed):
+    claims.main(["--dataset=fashion_mnist", "--seeds=1", "--models=jempp",
+                 f"--out={tmp_path / 'broken'}"])
+  with pytest.raises(SystemExit):
+    claims.main(["--models=jem,nope", f"--out={tmp_path / 'x'}"])

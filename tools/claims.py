@@ -32,11 +32,18 @@ from ebmkit import workdir as workdir_lib
 
 DATASETS = {
     "digits": {"models": {"jem": "jem_digits.gin", "clf": "clf_digits.gin"},
+               "recipes": {"jempp": "jempp_digits.gin",
+                           "sadajem": "sadajem_digits.gin"},
                "ood_sets": ("interp", "uniform", "constant", "photos"),
                "scores": ("log_px",), "data": "digits"},
     "fashion_mnist": {
         "models": {"jem": "jem_fashion_mnist.gin",
                    "clf": "clf_fashion_mnist.gin"},
+        # The successors (issue 22), compared with the two above by
+        # --models=jem,clf,jempp,sadajem; the claims stay JEM's against the
+        # classifier's.
+        "recipes": {"jempp": "jempp_fashion_mnist.gin",
+                    "sadajem": "sadajem_fashion_mnist.gin"},
         "ood_sets": ("mnist", "digits28", "vflip", "inverted", "uniform",
                      "constant", "interp"),
         "scores": ("log_px", "max_prob", "neg_grad_norm"),
@@ -79,10 +86,17 @@ def metrics(evaluation, ood_sets=OOD_SETS, scores=("log_px",)):
                               "distal", "mean"),
       "conditional_judged": _get(evaluation, "samples", "conditional",
                                  "judge_accuracy"),
+      "fid_buffer": _get(evaluation, "samples", "buffer", "fid"),
+      "fid_fresh": _get(evaluation, "samples", "fresh", "fid"),
   }
   for score in scores:
     for s in ood_sets:
       out[f"ood_{score}_{s}"] = _get(evaluation, "ood", "auroc", score, s)
+    measured = [out[f"ood_{score}_{s}"] for s in ood_sets
+                if out[f"ood_{score}_{s}"] is not None]
+    # This run's mean over the OOD sets it measured (MNIST only where TFDS
+    # could get it).
+    out[f"ood_{score}_mean"] = statistics.fmean(measured) if measured else None
   for eps in (0.2, 0.3):
     out[f"pgd_linf_{eps}"] = _pgd(evaluation, "undefended", eps)
     out[f"pgd_linf_{eps}_defended"] = _pgd(evaluation, "SGLD defence", eps)
@@ -143,18 +157,53 @@ def verdict(a, b, direction):
   return "not resolved by the spread"
 
 
+class RunFailed(Exception):
+  """`python -m ebmkit.run` exited non-zero after `seconds`."""
+
+  def __init__(self, args, seconds, returncode):
+    super().__init__(f"python -m ebmkit.run {' '.join(args)} exited with "
+                     f"{returncode} after {seconds:.0f} s")
+    self.seconds = seconds
+
+
 def _run(args, cwd):
   """Runs `python -m ebmkit.run args`; returns its wall time in seconds."""
   print("+", " ".join(args), flush=True)
   started = time.time()
-  subprocess.run([sys.executable, "-m", "ebmkit.run"] + args, check=True,
-                 cwd=cwd)
-  return round(time.time() - started, 1)
+  done = subprocess.run([sys.executable, "-m", "ebmkit.run"] + args,
+                        check=False, cwd=cwd)
+  seconds = round(time.time() - started, 1)
+  if done.returncode:
+    raise RunFailed(args, seconds, done.returncode)
+  return seconds
 
 
 # The workdir layout is ebmkit's (ebmkit/workdir.py), not restated here.
 JUDGE = os.path.join(workdir_lib.EVAL, workdir_lib.JUDGE)
 TIMES = "claims_times.json"  # in each workdir: its training and eval times
+
+
+def _has_checkpoint(workdir):
+  folder = os.path.join(workdir, workdir_lib.CHECKPOINTS)
+  return os.path.isdir(folder) and any(
+      name.endswith(".index") for name in os.listdir(folder))
+
+
+def run_record(workdir):
+  """How training went: the recoveries it made (recoveries.json) and whether
+  it gave up (the claims' times file)."""
+  record = {"recoveries": 0, "gave_up": 0}
+  try:
+    with open(os.path.join(workdir, workdir_lib.RECOVERIES)) as f:
+      record["recoveries"] = len(json.load(f))
+  except (OSError, ValueError):
+    pass  # No recovery.
+  try:
+    with open(os.path.join(workdir, TIMES)) as f:
+      record["gave_up"] = int(bool(json.load(f).get("gave_up")))
+  except (OSError, ValueError):
+    pass
+  return record
 
 
 def _evaluated(workdir):
@@ -182,11 +231,52 @@ def share_judge(judge, workdir):
   return True
 
 
+# The per-model table: its columns, each (heading, metric key).
+TABLE_COLUMNS = (("accuracy", "accuracy"), ("ECE", "ece"),
+                 ("OOD AUROC of log p(x), mean over the sets measured",
+                  "ood_log_px_mean"),
+                 ("buffer FID", "fid_buffer"), ("fresh-chain FID", "fid_fresh"),
+                 ("conditional samples judged their class",
+                  "conditional_judged"),
+                 ("recoveries", "recoveries"), ("gave up", "gave_up"))
+
+
+def model_table(summary, times):
+  """One row per model, mean ± sd over its seeds, and its mean wall time of
+  training and evaluation."""
+  lines = ["| model | " + " | ".join(h for h, _ in TABLE_COLUMNS)
+           + " | train / eval (min) |",
+           "|---" * (len(TABLE_COLUMNS) + 2) + "|"]
+  for model, stats in summary.items():
+    cells = []
+    for _, key in TABLE_COLUMNS:
+      s = stats.get(key)
+      if s is None:
+        cells.append("–")
+      elif key in ("recoveries", "gave_up"):
+        cells.append(f"{s['mean'] * s['n']:.0f} in {s['n']} runs")
+      elif key.startswith("fid"):
+        cells.append(f"{s['mean']:.3g} ± {s['sd']:.2g}")
+      else:
+        cells.append(f"{s['mean']:.3f} ± {s['sd']:.3f}")
+    runs = [t for name, t in times.items() if name.startswith(f"{model}_seed")]
+    took = "–"
+    if runs:
+      took = (f"{statistics.fmean(t.get('train_s', 0) for t in runs) / 60:.0f}"
+              f" / {statistics.fmean(t.get('eval_s', 0) for t in runs) / 60:.0f}")
+    lines.append(f"| {model} | " + " | ".join(cells) + f" | {took} |")
+  return lines
+
+
 def main(argv=None):
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   parser.add_argument("--dataset", choices=sorted(DATASETS),
                       default="digits")
   parser.add_argument("--seeds", type=int, default=3)
+  parser.add_argument("--models", default="jem,clf",
+                      help="comma-separated: jem, clf and the recipes jempp, "
+                      "sadajem; the claims need jem and clf, the per-model "
+                      "table shows every one")
   parser.add_argument("--out", default="ebmkit_runs/claims")
   parser.add_argument("--skip_training", action="store_true",
                       help="only tabulate workdirs already evaluated")
@@ -203,20 +293,36 @@ def main(argv=None):
   out = os.path.abspath(args.out)
   os.makedirs(out, exist_ok=True)
   setting = DATASETS[args.dataset]
-  values = {m: [] for m in setting["models"]}
+  configs = {**setting["models"], **setting["recipes"]}
+  chosen = [m.strip() for m in args.models.split(",") if m.strip()]
+  unknown = [m for m in chosen if m not in configs]
+  if unknown or not chosen:
+    parser.error(f"--models={args.models}: unknown {unknown}; choose from "
+                 f"{', '.join(configs)}")
+  values = {m: [] for m in chosen}
   times = {}  # workdir name -> {"train_s": ..., "eval_s": ...}
   judge = None  # the first judge classifier, shared by the later runs
   for seed in range(args.seeds):
-    for model, config in setting["models"].items():
+    for model in chosen:
+      config = configs[model]
       workdir = os.path.join(out, f"{model}_seed{seed}")
       if not args.skip_training and _evaluated(workdir):
         print(f"{workdir}: already evaluated; kept.", flush=True)
       elif not args.skip_training:
         took = {}
-        took["train_s"] = _run(
-            [f"--gin_file={config}", f"--workdir={workdir}",
-             f"--gin_bindings=train.seed = {seed}"]
-            + [f"--gin_bindings={b}" for b in args.train_binding], out)
+        try:
+          took["train_s"] = _run(
+              [f"--gin_file={config}", f"--workdir={workdir}",
+               f"--gin_bindings=train.seed = {seed}"]
+              + [f"--gin_bindings={b}" for b in args.train_binding], out)
+        except RunFailed as failed:
+          # Training that gives up after its recoveries leaves the state its
+          # last rollback went to; that run is a result too (its divergences
+          # are counted), so it is evaluated like the others.
+          if not _has_checkpoint(workdir):
+            raise
+          print(f"{failed}; evaluating its newest checkpoint.", flush=True)
+          took["train_s"], took["gave_up"] = failed.seconds, True
         took["judge_shared"] = args.share_judge and share_judge(judge,
                                                                 workdir)
         took["eval_s"] = _run(
@@ -233,23 +339,30 @@ def main(argv=None):
       if judge is None and os.path.isfile(os.path.join(workdir, JUDGE)):
         judge = os.path.join(workdir, JUDGE)
       with open(os.path.join(workdir, "results.json")) as f:
-        values[model].append(metrics(json.load(f)["evaluation"],
-                                     setting["ood_sets"], setting["scores"]))
+        values[model].append({
+            **metrics(json.load(f)["evaluation"], setting["ood_sets"],
+                      setting["scores"]),
+            **run_record(workdir)})
   summary = {m: {k: _stats([v[k] for v in runs]) for k in runs[0]}
              for m, runs in values.items() if runs}
-  rows = []
-  for claim, ma, ka, mb, kb, direction in claims_for(
-      setting["ood_sets"], setting["scores"], setting["data"]):
-    a, b = summary[ma][ka], summary[mb][kb]
-    cell = lambda s: "–" if s is None else f"{s['mean']:.3f} ± {s['sd']:.3f}"
-    rows.append((claim, f"{ma}: {cell(a)}", f"{mb}: {cell(b)}",
-                 verdict(a, b, direction)))
+  cell = lambda s: "–" if s is None else f"{s['mean']:.3f} ± {s['sd']:.3f}"
+  command = (f"python tools/claims.py --dataset={args.dataset} "
+             f"--seeds={args.seeds}"
+             + ("" if args.models == "jem,clf" else f" --models={args.models}"))
   lines = [f"{args.dataset}, over {args.seeds} seeds (mean ± standard "
-           f"deviation; `python tools/claims.py --dataset={args.dataset} "
-           f"--seeds={args.seeds}`). A claim holds "
-           "when the difference exceeds twice its standard error.", "",
-           "| claim | A | B | verdict |", "|---|---|---|---|"]
-  lines += [f"| {c} | {a} | {b} | {v} |" for c, a, b, v in rows]
+           f"deviation; `{command}`).", ""]
+  lines += model_table(summary, times)
+  rows = []
+  if "jem" in summary and "clf" in summary:
+    for claim, ma, ka, mb, kb, direction in claims_for(
+        setting["ood_sets"], setting["scores"], setting["data"]):
+      a, b = summary[ma][ka], summary[mb][kb]
+      rows.append((claim, f"{ma}: {cell(a)}", f"{mb}: {cell(b)}",
+                   verdict(a, b, direction)))
+    lines += ["", "A claim holds when the difference exceeds twice its "
+              "standard error.", "",
+              "| claim | A | B | verdict |", "|---|---|---|---|"]
+    lines += [f"| {c} | {a} | {b} | {v} |" for c, a, b, v in rows]
   if times:
     total = sum(t.get("train_s", 0) + t.get("eval_s", 0)
                 for t in times.values())
