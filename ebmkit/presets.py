@@ -2,100 +2,39 @@
 
 keras-hub's convention: a folder holding the model's config, its weights
 and metadata as JSON; here also the operative gin config (so that a preset
-can be fine-tuned with `python -m ebmkit.run` and exported like a workdir)
-and a card saying what the model is:
+can be fine-tuned with `python -m ebmkit.run --init_from_preset` and
+exported like a workdir) and a card saying what the model is. The folder's
+format is `ebmkit.preset_format`'s.
 
-    <preset>/
-      metadata.json         format, versions, model kind, input shape
-      config.json           the Keras config of the model (EnergyModel, GAN)
-      model.weights.npz     every variable of the model, in order, keyed
-                            "<index>/<path>": weights, replay buffer,
-                            random-generator states
-      operative_config.gin  the config that trained it (when known)
-      card.json, card.md    data set, command, seed, time, machine, metrics
-
-`save_to_preset(model, path)` writes one from any built model (or from a
-workdir's newest checkpoint: `save_workdir_preset`); `from_preset(path)`
-gives the model back, its weights, buffer and random states as they were.
+`model.save_to_preset(path)` (or `save_to_preset(model, path)`) writes one
+from any built model, `save_workdir_preset` from a workdir's newest
+checkpoint with its card filled in; `from_preset(name_or_path)` gives the
+model back, its weights, buffer and random states as they were;
+`list_presets()` names the shipped ones.
 """
 
-import json
 import os
 import platform
 
 import keras
-import numpy as np
 
+from ebmkit import preset_format
 from ebmkit import workdir as workdir_lib
+from ebmkit.preset_format import PresetError  # pylint: disable=unused-import
 from ebmkit.training import experiment
 
-FORMAT = "ebmkit-preset"
-FORMAT_VERSION = 1
-FILES = ("metadata.json", "config.json", "model.weights.npz")
-SHIPPED = os.path.join(os.path.dirname(os.path.abspath(__file__)),
-                       "preset_files")
+FILES = preset_format.FILES
+SHIPPED = preset_format.SHIPPED
 
 
-class PresetError(ValueError):
-  """A preset folder that cannot be loaded; the message says why."""
+def save_to_preset(model, path, card=None, operative_config=None,
+                   buffer_bits=None):
+  """Writes a built model as a preset folder: `model.save_to_preset`; see
+  `preset_format.write` for the arguments. Returns `path`."""
+  return preset_format.write(model, path, card, operative_config, buffer_bits)
 
 
-def _version():
-  import importlib.metadata  # pylint: disable=g-import-not-at-top
-  try:
-    return importlib.metadata.version("ebmkit-keras")
-  except importlib.metadata.PackageNotFoundError:
-    return None
-
-
-def save_to_preset(model, path, card=None, operative_config=None):
-  """Writes a built model as a preset folder.
-
-  Args:
-    model: a built `EnergyModel` or `GAN` (`ebmkit.models.kind.ModelKind`).
-    path: the folder (created; an existing preset there is replaced).
-    card: what the card says (data set, command, metrics, ...), a dict.
-    operative_config: the gin config that trained it (text).
-
-  Returns:
-    `path`.
-  """
-  if not model.built:
-    raise PresetError("save_to_preset needs a built model (call it on a "
-                      "batch, or load it with ebmkit.load_model).")
-  os.makedirs(path, exist_ok=True)
-  variables = model.variables
-  np.savez(os.path.join(path, "model.weights.npz"),
-           **{_key(i, v): np.asarray(v.numpy())
-              for i, v in enumerate(variables)})
-  workdir_lib.write_json(os.path.join(path, "config.json"),
-                         keras.saving.serialize_keras_object(model))
-  workdir_lib.write_json(os.path.join(path, "metadata.json"), {
-      "format": FORMAT, "format_version": FORMAT_VERSION,
-      "ebmkit_version": _version(), "keras_version": keras.__version__,
-      "class_name": type(model).__name__,
-      "sample_shape": list(model.sample_shape),
-      "classifies": bool(model.classifies),
-      "num_variables": len(variables)})
-  if operative_config:
-    workdir_lib.write_text(os.path.join(path, "operative_config.gin"),
-                           operative_config)
-  card = dict(card or {})
-  card.setdefault("name", os.path.basename(os.path.normpath(path)))
-  card.setdefault("model", type(model).__name__)
-  workdir_lib.write_json(os.path.join(path, "card.json"), card)
-  workdir_lib.write_text(os.path.join(path, "card.md"), card_markdown(card))
-  return path
-
-
-def _key(index, variable):
-  """A variable's key in model.weights.npz. By position: a model rebuilt
-  from its config names a wrapped layer's variables differently (spectral
-  normalisation), but keeps their order."""
-  return f"{index:04d}/{variable.path}"
-
-
-def save_workdir_preset(workdir, path, card=None):
+def save_workdir_preset(workdir, path, card=None, buffer_bits=None):
   """A preset of a trained workdir's newest checkpoint, its card filled
   from the workdir's results.json (training time, the evaluation's
   metrics) and operative config. Needs gin parsed from the workdir's
@@ -112,7 +51,7 @@ def save_workdir_preset(workdir, path, card=None):
             "machine": platform.processor() or platform.machine(),
             "metrics": _headline(results.get("evaluation", {}))}
   filled.update(card or {})
-  return save_to_preset(model, path, filled, operative)
+  return save_to_preset(model, path, filled, operative, buffer_bits)
 
 
 def _headline(evaluation):
@@ -134,39 +73,6 @@ def _headline(evaluation):
   return {k: v for k, v in out.items() if v is not None}
 
 
-def card_markdown(card):
-  lines = [f"# {card.get('name', 'preset')}", ""]
-  for key, value in card.items():
-    if key == "name":
-      continue
-    text = json.dumps(value) if isinstance(value, (dict, list)) else value
-    lines.append(f"- **{key}**: {text}")
-  return "\n".join(lines) + "\n"
-
-
-def _resolve(name_or_path):
-  if os.path.isdir(name_or_path):
-    return name_or_path
-  shipped = os.path.join(SHIPPED, name_or_path)
-  if os.path.sep not in name_or_path and os.path.isdir(shipped):
-    return shipped
-  names = [p["name"] for p in list_presets()]
-  raise PresetError(
-      f"No preset {name_or_path!r}: not a folder, and not a shipped preset "
-      f"({', '.join(names) or 'none shipped'}).")
-
-
-def _read_json(path, what):
-  try:
-    with open(path) as f:
-      return json.load(f)
-  except FileNotFoundError:
-    raise PresetError(f"The preset has no {what} ({path}): it is incomplete; "
-                      f"write it again with save_to_preset.") from None
-  except (json.JSONDecodeError, UnicodeDecodeError) as e:
-    raise PresetError(f"The preset's {what} ({path}) is corrupt: {e}.") from None
-
-
 def from_preset(name_or_path):
   """The model of a preset (a shipped name or a folder), ready to use: its
   weights, replay buffer and random-generator states as saved.
@@ -175,60 +81,25 @@ def from_preset(name_or_path):
     PresetError: a missing or corrupt file, or weights that do not match the
       config (naming the first mismatching variable).
   """
-  path = _resolve(name_or_path)
-  meta = _read_json(os.path.join(path, "metadata.json"), "metadata.json")
-  if meta.get("format") != FORMAT:
-    raise PresetError(f"{path} is not an ebmkit preset (metadata.json has "
-                      f"format {meta.get('format')!r}).")
-  if meta.get("format_version", 0) > FORMAT_VERSION:
-    raise PresetError(f"{path} was written by a newer ebmkit (preset format "
-                      f"{meta['format_version']}); upgrade ebmkit-keras.")
-  config = _read_json(os.path.join(path, "config.json"), "config.json")
+  path = preset_format.resolve(name_or_path)
+  meta = preset_format.read_metadata(path)
+  config = preset_format.read_json(os.path.join(path, preset_format.CONFIG),
+                                   preset_format.CONFIG)
   try:
     model = keras.saving.deserialize_keras_object(config)
   except Exception as e:  # pylint: disable=broad-except
     raise PresetError(f"The preset's config.json does not build a model: "
                       f"{e}") from None
   model.build((None,) + tuple(meta["sample_shape"]))
-  weights_path = os.path.join(path, "model.weights.npz")
-  try:
-    with np.load(weights_path) as npz:  # Read once; npz reads lazily.
-      stored = {name: npz[name] for name in npz.files}
-    names = sorted(stored)
-  except FileNotFoundError:
-    raise PresetError(f"The preset has no model.weights.npz ({weights_path})"
-                      f": it is incomplete.") from None
-  except Exception as e:  # pylint: disable=broad-except
-    raise PresetError(f"The preset's model.weights.npz is corrupt: {e}.") from (
-        None)
-  variables = model.variables
-  if len(names) != len(variables):
-    raise PresetError(
-        f"The preset's weights do not match its config: model.weights.npz "
-        f"holds {len(names)} variables, the model has {len(variables)} (the "
-        f"first: {variables[0].path}).")
-  for i, (name, variable) in enumerate(zip(names, variables)):
-    value = stored[name]
-    same_kind = name.rsplit("/", 1)[-1] == variable.path.rsplit("/", 1)[-1]
-    if not same_kind or tuple(value.shape) != tuple(variable.shape):
-      raise PresetError(
-          f"The preset's weights do not match its config: variable {i}, "
-          f"{variable.path} {tuple(variable.shape)} in the model, is {name} "
-          f"{tuple(value.shape)} in model.weights.npz.")
-  for name, variable in zip(names, variables):
-    variable.assign(stored[name].astype(variable.dtype))
+  preset_format.load_weights(model, path, meta)
   return model
 
 
 def list_presets():
   """The shipped presets: name, model, data set and headline metrics."""
   out = []
-  if not os.path.isdir(SHIPPED):
-    return out
-  for name in sorted(os.listdir(SHIPPED)):
+  for name in preset_format.shipped_names():
     folder = os.path.join(SHIPPED, name)
-    if not os.path.isfile(os.path.join(folder, "metadata.json")):
-      continue
     card = workdir_lib.read_json(os.path.join(folder, "card.json"), {})
     size = sum(os.path.getsize(os.path.join(folder, f))
                for f in os.listdir(folder))

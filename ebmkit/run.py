@@ -47,6 +47,16 @@ flags.DEFINE_string("output", None, "preset mode: the preset folder; "
 flags.DEFINE_bool("fresh", False, "train mode: start from step 0 on purpose; "
                   "the workdir's checkpoints, recoveries and results move to "
                   "<workdir>/previous/<time>/ (nothing is deleted).")
+flags.DEFINE_string(
+    "init_from_preset", None, "train mode: fine-tune a preset (a shipped "
+    "name or a folder, see ebmkit.list_presets()): start from its weights, "
+    "replay buffer and random states (train.init_from). Without --gin_file "
+    "the preset's operative_config.gin is the config; the workdir defaults "
+    "to ebmkit_runs/<preset>_finetuned.")
+flags.DEFINE_integer(
+    "buffer_bits", None, "preset mode: 8 stores the replay buffer as 8-bit "
+    "codes over its min-max range (a quarter of the size; weights stay "
+    "exact); default: exact float32.")
 FLAGS = flags.FLAGS
 
 
@@ -63,6 +73,25 @@ def _message(error):
 def _workdir(gin_files):
   return FLAGS.workdir or os.path.join("ebmkit_runs",
                                        pathlib.Path(gin_files[0]).stem)
+
+
+def _preset_config(gin_files):
+  """--init_from_preset: (the config files, the preset's folder). Without
+  --gin_file the preset's own operative_config.gin is the config."""
+  from ebmkit import preset_format  # pylint: disable=g-import-not-at-top
+  if FLAGS.mode != "train":
+    raise ValueError(f"--init_from_preset fine-tunes (--mode=train), not "
+                     f"--mode={FLAGS.mode}; evaluate or export a preset with "
+                     f"ebmkit.from_preset and ebmkit.export.")
+  preset = os.path.abspath(preset_format.resolve(FLAGS.init_from_preset))
+  preset_format.read_metadata(preset)
+  if FLAGS.gin_file:
+    return gin_files, preset
+  saved = os.path.join(preset, preset_format.OPERATIVE_CONFIG)
+  if not os.path.isfile(saved):
+    raise ValueError(f"The preset {preset} has no operative_config.gin: name "
+                     f"the config that builds its model with --gin_file.")
+  return [saved], preset
 
 
 def _run():
@@ -83,15 +112,21 @@ def _run():
           "FILE.md or FOLDER writes it).", file=sys.stderr)
     return
   gin_files = FLAGS.gin_file or [gin_utils.DEFAULT_GIN_FILE]
-  if FLAGS.mode in ("eval", "export", "preset") and not FLAGS.gin_file:
+  bindings, preset = list(FLAGS.gin_bindings), None
+  if FLAGS.init_from_preset:
+    gin_files, preset = _preset_config(gin_files)
+    bindings.insert(0, f"train.init_from = {preset!r}")  # Later ones win.
+  elif FLAGS.mode in ("eval", "export", "preset") and not FLAGS.gin_file:
     saved = workdir_lib.path(_workdir(gin_files), workdir_lib.OPERATIVE_CONFIG)
     if os.path.isfile(saved):
       gin_files = [saved]
-  gin_utils.parse(gin_files, FLAGS.gin_bindings,
+  gin_utils.parse(gin_files, bindings,
                   allow_imports=FLAGS.allow_gin_imports, strict_macros=True)
-  # --workdir, else a train.workdir binding, else ebmkit_runs/<config>.
+  # --workdir, else a train.workdir binding, else ebmkit_runs/<config> (or
+  # <preset>_finetuned).
   workdir = FLAGS.workdir or gin_utils.bound("train.workdir", None) or (
-      _workdir(gin_files))
+      os.path.join("ebmkit_runs", os.path.basename(preset) + "_finetuned")
+      if preset else _workdir(gin_files))
   if FLAGS.mode == "train":
     from ebmkit.distribute import strategy as distribute  # pylint: disable=g-import-not-at-top
     # Before gin makes train's optimizer, which starts TensorFlow.
@@ -103,7 +138,8 @@ def _run():
     if not FLAGS.output:
       raise ValueError("--mode=preset needs --output=FOLDER, where the preset "
                        "is written.")
-    presets.save_workdir_preset(workdir, FLAGS.output)
+    presets.save_workdir_preset(workdir, FLAGS.output,
+                                buffer_bits=FLAGS.buffer_bits)
     print(f"Wrote the preset {FLAGS.output} (load it with "
           f"ebmkit.from_preset({FLAGS.output!r})).")
   elif FLAGS.mode == "export":
@@ -139,7 +175,8 @@ def main(argv):
   from ebmkit.training import experiment  # pylint: disable=g-import-not-at-top
   from ebmkit.training import recovery  # pylint: disable=g-import-not-at-top
   from ebmkit import workdir as workdir_lib  # pylint: disable=g-import-not-at-top
-  fixable = (FileNotFoundError, data.DatasetUnavailableError,
+  from ebmkit import preset_format  # pylint: disable=g-import-not-at-top
+  fixable = (FileNotFoundError, preset_format.PresetError, data.DatasetUnavailableError,
              experiment.NoModelConfiguredError, recovery.TrainingDivergedError,
              checkpoints.UnreadableCheckpointsError,
              workdir_lib.WorkdirLockedError, distribute.WorkerFailedError)

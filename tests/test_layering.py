@@ -20,8 +20,9 @@ RANKS = {
     "ebmkit.compat": 0,
     # What everything shares: the workdir's layout, progress display, images.
     "ebmkit.workdir": 1, "ebmkit.progress": 1, "ebmkit.images": 1,
-    # Finding, checking and parsing .gin files.
-    "ebmkit.gin_utils": 2,
+    # Finding, checking and parsing .gin files; the preset folder's format
+    # (every model kind writes one: `model.save_to_preset`).
+    "ebmkit.gin_utils": 2, "ebmkit.preset_format": 2,
     # Networks, and the energy model with its parts.
     "ebmkit.networks": 3, "ebmkit.models": 3,
     # Data pipelines (they build the model's input dicts); GANs and DDLS.

@@ -6,6 +6,8 @@ The defaults describe a model with none of the optional parts; a kind
 overrides what it has.
 """
 
+from ebmkit import preset_format
+
 
 class ModelKind:
   """The interface of a model kind ebmkit trains, evaluates and exports.
@@ -59,3 +61,14 @@ class ModelKind:
     """Facts about its exported signatures' inputs and outputs, for the
     export's metadata file."""
     raise NotImplementedError(f"{type(self).__name__}.export_metadata")
+
+  def save_to_preset(self, path, card=None, operative_config=None,
+                     buffer_bits=None):
+    """Writes this built model as a preset folder, which
+    `ebmkit.from_preset(path)` loads back (weights, replay buffer and
+    random states as they are now). `card`: a dict of what the card says;
+    `operative_config`: the gin config that trained it; `buffer_bits=8`
+    stores the replay buffer at 8 bits (`preset_format.write`). Returns
+    `path`."""
+    return preset_format.write(self, path, card, operative_config,
+                               buffer_bits)

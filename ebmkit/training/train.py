@@ -1,6 +1,7 @@
 """Training and evaluation entry points (configured with gin)."""
 
 import dataclasses
+import os
 import sys
 import time
 
@@ -11,6 +12,7 @@ import numpy as np
 import tensorflow as tf
 
 from ebmkit import gin_utils
+from ebmkit import preset_format
 from ebmkit import workdir as workdir_lib
 from ebmkit.data import pipeline as data
 from ebmkit.distribute import strategy as distribute_lib
@@ -114,7 +116,7 @@ def train(workdir="ebmkit_runs/default", train_split="train",
           checkpoint_every_steps=200, keep_checkpoints=3,
           sample_grid_images=64, seed=0, verbose="auto", log_every_steps=10,
           recovery=True, fresh=False, distribute=None, sync_batch_norm=False,
-          worker_timeout_s=None):
+          worker_timeout_s=None, init_from=None):
   """Trains an EnergyModel (or a GAN) with `model.fit`, resuming from
   `workdir`.
 
@@ -178,6 +180,13 @@ def train(workdir="ebmkit_runs/default", train_split="train",
     worker_timeout_s: "multi_worker": seconds a collective may wait for the
       other workers before training fails (None: no limit; TensorFlow's
       health check still notices a lost worker).
+    init_from: a preset (a shipped name or a folder, `ebmkit.from_preset`)
+      to fine-tune: a run that starts (no checkpoint in the workdir) takes
+      its weights, replay buffer and random states instead of initialising
+      them, so its first step's loss is the preset's; a resumed run
+      continues from its own checkpoint. The configured model must be the
+      preset's (its operative_config.gin; `python -m ebmkit.run
+      --init_from_preset=NAME` uses it).
 
   The workdir is locked while training (`workdir.Lock`): a second process
   on it fails at once. The configured learning rate applies on resume too
@@ -202,7 +211,7 @@ def train(workdir="ebmkit_runs/default", train_split="train",
       sample_grid_images=sample_grid_images, seed=seed,
       verbose=_resolve_verbose(verbose), log_every_steps=log_every_steps,
       recovery=recovery_lib.policy_of(recovery), fresh=fresh,
-      sync_batch_norm=sync_batch_norm)
+      sync_batch_norm=sync_batch_norm, init_from=init_from)
   settings.check()
   # A non-chief worker of a multi-worker run locks and writes its scratch.
   with workdir_lib.Lock(distribute_lib.write_dir(workdir, distribute)) as (
@@ -232,6 +241,7 @@ class Settings:
   recovery: object  # A recovery.RecoveryPolicy, or None.
   fresh: bool
   sync_batch_norm: bool
+  init_from: object = None  # A preset's name or folder.
 
   def check(self):
     """Fails before anything is written when a setting is invalid."""
@@ -242,6 +252,11 @@ class Settings:
           value, (int, np.integer)) or value < low:
         raise ValueError(f"train.{name} must be a whole number >= {low}, "
                          f"got {value!r}.")
+    if self.init_from is not None:
+      if not isinstance(self.init_from, str):
+        raise ValueError(f"train.init_from must be a preset's name or folder,"
+                         f" got {self.init_from!r}.")
+      preset_format.read_metadata(preset_format.resolve(self.init_from))
 
 
 def _check_learning_rate(base):
@@ -329,7 +344,10 @@ class Runner:
         self.strategy, int(model.optimizer.iterations.numpy()),
         self.chief_workdir)
     checkpoint_lr = recovery_lib.learning_rate(model.optimizer)
-    if not self.restored and model.needs_informative_init():
+    self.initialised_from = None
+    if not self.restored and self.s.init_from:
+      self._init_from_preset()
+    elif not self.restored and model.needs_informative_init():
       _fit_informative_init(model, self.train_ds)
     # Complete: the experiment's settings of the modes that run later
     # (`evaluate.*` for --mode=eval, `export.*`) are never called here, and
@@ -346,6 +364,22 @@ class Runner:
       self.pending = self.restored
     elif self.s.recovery:  # A state to roll back to.
       self.pending = self.manager.save(checkpoint_number=self.start_step)
+
+  def _init_from_preset(self):
+    """The preset's weights, replay buffer and random states, in place of
+    the new model's (a run from step 0 only)."""
+    path = preset_format.resolve(self.s.init_from)
+    try:
+      preset_format.load_weights(self.model, path)
+    except preset_format.PresetError as e:
+      raise preset_format.PresetError(
+          f"train.init_from={self.s.init_from!r}: {e} Fine-tune a preset "
+          f"with the config that trained it: `python -m ebmkit.run "
+          f"--init_from_preset=...` without --gin_file reads its "
+          f"operative_config.gin.") from None
+    self.initialised_from = os.path.abspath(path)
+    print(f"Starting from the preset {self.initialised_from} (its weights, "
+          f"replay buffer and random states).")
 
   def _apply_earlier_recoveries(self, checkpoint_lr):
     """The configured learning rate applies (also on resume), times the cuts
@@ -449,6 +483,9 @@ class Runner:
         "epochs": self.s.epochs,
         "epochs_completed": steps // self.steps_per_epoch,
         "resumed_from": self.restored,
+        # A fine-tuning's preset, kept when it resumes.
+        "initialised_from": self.initialised_from or results.get(
+            "initialised_from"),
         "recoveries": recovery_lib.load_recoveries(workdir),
         # A run that trained nothing (already finished) keeps the last ones.
         "train_metrics_last_epoch": last_epoch or results.get(
