@@ -1,6 +1,7 @@
 """Converting reference (PyTorch-layout) JEM weights: checked against NumPy."""
 
 import collections
+import hashlib
 import json
 import os
 import pickle
@@ -322,9 +323,10 @@ run_cli = run_module  # `python -m <args>`, optionally on mock data.
 def test_a_torch_written_checkpoint_converts_and_loads_like_a_trained_one(
     tmp_path, name, uncond, head):
   import ebmkit  # pylint: disable=g-import-not-at-top
-  workdir = str(tmp_path / "converted")
+  workdir, preset = str(tmp_path / "converted"), str(tmp_path / "preset")
   args = ["ebmkit.convert", f"--checkpoint={os.path.join(DATA, name)}.pt",
-          f"--workdir={workdir}"] + (["--uncond"] if uncond else [])
+          f"--workdir={workdir}", f"--to_preset={preset}"] + (
+              ["--uncond"] if uncond else [])
   proc = run_cli(args, cwd=str(tmp_path))
   assert proc.returncode == 0, proc.stderr[-3000:]
   assert "not used: f.linear.*" in proc.stdout
@@ -341,6 +343,19 @@ def test_a_torch_written_checkpoint_converts_and_loads_like_a_trained_one(
                              atol=1e-4)
   np.testing.assert_array_equal(model.replay_buffer.samples.numpy(),
                                 nhwc(reference[f"{name}/buffer"]))
+  # The preset written beside it is the same model, and says where it came
+  # from.
+  loaded = ebmkit.from_preset(preset)
+  np.testing.assert_allclose(loaded(x)["log_px" if uncond else "logits"], got,
+                             rtol=1e-6, atol=1e-6)
+  np.testing.assert_array_equal(loaded.replay_buffer.samples.numpy(),
+                                model.replay_buffer.samples.numpy())
+  with open(os.path.join(preset, "card.json")) as f:
+    card = json.load(f)
+  with open(os.path.join(DATA, name + ".pt"), "rb") as f:
+    assert card["source_sha256"] == hashlib.sha256(f.read()).hexdigest()
+  assert card["dataset"] == "cifar10" and "not trained" in card["is_not"]
+  assert card["source"] == os.path.join(DATA, name + ".pt")
 
 
 @pytest.mark.slow
@@ -375,3 +390,26 @@ def test_the_cli_evaluates_and_exports_a_converted_workdir(tmp_path):
       x=tf.constant(nhwc(reference["x"])))["logits"]
   np.testing.assert_allclose(logits, reference["ccf_wrn10x1_batch/logits"],
                              rtol=1e-4, atol=1e-4)
+
+
+def test_to_preset_alone_writes_only_the_preset(tmp_path, monkeypatch):
+  import tempfile  # pylint: disable=g-import-not-at-top
+  import ebmkit  # pylint: disable=g-import-not-at-top
+  made, mkdtemp = [], tempfile.mkdtemp
+
+  def recorded(*args, **kwargs):
+    made.append(mkdtemp(*args, **kwargs))
+    return made[-1]
+
+  monkeypatch.setattr(tempfile, "mkdtemp", recorded)
+  preset = str(tmp_path / "preset")
+  convert.main([f"--checkpoint={DATA}/ccf_wrn10x1_batch.pt",
+                f"--to_preset={preset}"])
+  (workdir,) = [m for m in made if "ebmkit_convert_" in m]
+  assert not os.path.exists(workdir)  # The conversion's workdir is gone.
+  reference = np.load(os.path.join(DATA, "reference_outputs.npz"))
+  logits = ebmkit.from_preset(preset)(nhwc(reference["x"]))["logits"]
+  np.testing.assert_allclose(logits, reference["ccf_wrn10x1_batch/logits"],
+                             rtol=1e-4, atol=1e-4)
+  with pytest.raises(SystemExit):  # Neither --workdir nor --to_preset.
+    convert.main([f"--checkpoint={DATA}/ccf_wrn10x1_batch.pt"])

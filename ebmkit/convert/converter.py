@@ -14,13 +14,17 @@ use as they use a trained one.
     python -m ebmkit.convert --checkpoint=CIFAR10_MODEL.pt --workdir=runs/ref
 """
 
+import hashlib
 import os
 import re
+import shutil
+import tempfile
 
 import gin
 import numpy as np
 
 from ebmkit import gin_utils
+from ebmkit import preset_format
 from ebmkit import workdir as workdir_lib
 from ebmkit.convert import torch_checkpoint
 from ebmkit.models import heads as energy_lib
@@ -336,7 +340,9 @@ def convert_to_workdir(state_dict, workdir, replay_buffer=None):
     replay_buffer: optional reference buffer, NCHW array [B, C, H, W].
 
   Returns:
-    Dict with the checkpoint path and the recognised-but-unused keys.
+    Dict with the checkpoint path, the recognised-but-unused keys and, under
+    "_model", the converted model (`convert_file` takes it out before
+    writing the report).
   """
   model = experiment.configured_model()
   ignored = load_jem_state_dict(model, state_dict)
@@ -344,15 +350,24 @@ def convert_to_workdir(state_dict, workdir, replay_buffer=None):
     load_replay_buffer(model, replay_buffer)
   path = checkpoints.save_model_only(model, workdir, step=0)
   gin_utils.write_operative_config(workdir, complete=True)
-  return {"checkpoint": path, "ignored_keys": ignored}
+  return {"checkpoint": path, "ignored_keys": ignored, "_model": model}
 
 
 def convert_file(checkpoint, workdir, gin_files=("jem_cifar10.gin",),
-                 bindings=(), uncond=False):
+                 bindings=(), uncond=False, preset=None):
   """Converts a reference checkpoint file into a workdir (the CLI's work).
 
   The network's depth, width, norm and classes and the buffer's size are
   read from the checkpoint and bound before `bindings`, which win.
+
+  Args:
+    checkpoint: the reference .pt file (or a .npz of its keys).
+    workdir: the output workdir.
+    gin_files: the config of the data set and training.
+    bindings: extra gin bindings; they win.
+    uncond: the file is the reference's F (--uncond), not CCF.
+    preset: also write a preset folder here (`ebmkit.from_preset`), its
+      card saying where the weights came from.
 
   Returns:
     The conversion report (also written to workdir/conversion.json).
@@ -364,13 +379,53 @@ def convert_file(checkpoint, workdir, gin_files=("jem_cifar10.gin",),
   gin.clear_config()
   gin_utils.parse(gin_files, inferred + list(bindings))
   report = convert_to_workdir(state, workdir, buffer)
+  model = report.pop("_model")
   report.update(source=os.path.abspath(checkpoint), model="F (--uncond)"
                 if uncond else "CCF (JEM)", architecture=architecture,
                 bindings=inferred, unused=describe_unused(
                     report["ignored_keys"], uncond))
+  if preset:
+    report["preset"] = write_preset(model, workdir, preset, report)
   workdir_lib.write_json(workdir_lib.path(workdir, workdir_lib.CONVERSION),
                          report)
   return report
+
+
+def _sha256(path):
+  digest = hashlib.sha256()
+  with open(path, "rb") as f:
+    for block in iter(lambda: f.read(1 << 20), b""):
+      digest.update(block)
+  return digest.hexdigest()
+
+
+def write_preset(model, workdir, path, report):
+  """A preset of a converted model; its card says where it came from and
+  that ebmkit did not train or measure it."""
+  a = report["architecture"]
+  with open(workdir_lib.path(workdir, workdir_lib.OPERATIVE_CONFIG)) as f:
+    operative = f.read()
+  card = {
+      "name": os.path.basename(os.path.normpath(path)),
+      "model": (f"EnergyModel, the JEM reference's {report['model']} "
+                f"WRN-{a['depth']}-{a['width']} (norm={a['norm']}, "
+                f"{a['num_classes']} classes)"),
+      "dataset": gin_utils.bound("load_dataset.name", None),
+      "source": report["source"],
+      "source_sha256": _sha256(report["source"]),
+      "command": (f"python -m ebmkit.convert --checkpoint={report['source']} "
+                  f"--to_preset={os.path.abspath(path)}"
+                  + (" --uncond" if report["model"].startswith("F") else "")),
+      "is_not": ("not trained or measured by ebmkit: the weights (and "
+                 "replay buffer, if the file had one) of a checkpoint written "
+                 "by the JEM reference code (github.com/wgrathwohl/JEM), "
+                 "converted; whether it is the paper's model the file alone "
+                 "cannot say. Measure it with python -m ebmkit.run "
+                 "--mode=eval on the conversion's workdir."),
+      "metrics": {},
+      "not_used": report["unused"],
+  }
+  return preset_format.write(model, path, card, operative)
 
 
 def main(argv=None):
@@ -385,7 +440,13 @@ def main(argv=None):
       "file. Then: python -m ebmkit.run --mode=eval --workdir=WORKDIR")
   parser.add_argument("--checkpoint", required=True,
                       help="the reference .pt file (or a .npz of its keys)")
-  parser.add_argument("--workdir", required=True, help="output workdir")
+  parser.add_argument("--workdir", default=None,
+                      help="output workdir (needed unless --to_preset is "
+                      "given)")
+  parser.add_argument("--to_preset", default=None,
+                      help="also (or only, without --workdir) write a preset "
+                      "folder here: ebmkit.from_preset(DIR) loads it, its "
+                      "card names the file and its SHA-256")
   parser.add_argument("--gin_file", action="append", default=None,
                       help="config of the data set and training (default: "
                       "jem_cifar10.gin; jem_cifar100.gin, jem_svhn.gin for "
@@ -396,21 +457,34 @@ def main(argv=None):
                       help="the checkpoint is the reference's F, trained with "
                       "--uncond (a scalar energy head), not CCF")
   args = parser.parse_args(argv)
+  if not args.workdir and not args.to_preset:
+    parser.error("give --workdir=DIR (a workdir to evaluate, export or "
+                 "train on), --to_preset=DIR (a preset folder), or both")
+  workdir = args.workdir or tempfile.mkdtemp(prefix="ebmkit_convert_")
   try:
-    report = convert_file(args.checkpoint, args.workdir,
+    report = convert_file(args.checkpoint, workdir,
                           args.gin_file or ["jem_cifar10.gin"],
-                          args.gin_bindings, args.uncond)
+                          args.gin_bindings, args.uncond, args.to_preset)
   except (ConversionError, FileNotFoundError,
           torch_checkpoint.CheckpointFormatError,
-          torch_checkpoint.UnsafeCheckpointError) as e:
+          torch_checkpoint.UnsafeCheckpointError,
+          preset_format.PresetError) as e:
     sys.exit(f"ebmkit.convert: error: {e}")
+  finally:
+    if not args.workdir:
+      shutil.rmtree(workdir, ignore_errors=True)
   a = report["architecture"]
+  into = ([report["checkpoint"]] if args.workdir else []) + (
+      [f"the preset {args.to_preset}"] if args.to_preset else [])
   print(f"Converted {report['model']} WRN-{a['depth']}-{a['width']} "
         f"(norm={a['norm']}, {a['num_classes']} classes) into "
-        f"{report['checkpoint']}.")
+        f"{' and '.join(into)}.")
   for line in report["unused"]:
     print(f"  not used: {line}")
-  print(f"Next: python -m ebmkit.run --mode=eval --workdir={args.workdir}")
+  if args.workdir:
+    print(f"Next: python -m ebmkit.run --mode=eval --workdir={args.workdir}")
+  if args.to_preset:
+    print(f"Load it with ebmkit.from_preset({args.to_preset!r}).")
   return report
 
 
