@@ -70,6 +70,8 @@ def quantize(values, bits=8):
 
 
 def dequantize(codes, how):
+  if how.get("dtype") == "float16":
+    return codes.astype(np.float32)
   span = (how["high"] - how["low"]) or 1.0
   return (how["low"] + codes.astype(np.float64) * span / 255).astype(
       np.float32)
@@ -84,10 +86,12 @@ def write(model, path, card=None, operative_config=None, buffer_bits=None):
     path: the folder (created; an existing preset there is replaced).
     card: what the card says (data set, command, metrics, ...), a dict.
     operative_config: the gin config that trained it (text).
-    buffer_bits: None keeps the replay buffer exact (float32); 8 stores it
-      as 8-bit codes over its min–max range, a quarter of the size (for
-      data in [−1, 1] a step of 2/255 ≈ 0.008, under JEM's SGLD noise). The
-      weights and random states are always exact.
+    buffer_bits: None keeps the replay buffer exact (float32); 8 stores
+      its samples as 8-bit codes over their min–max range, a quarter of the
+      size (for data in [−1, 1] a step of 2/255 ≈ 0.008, under JEM's SGLD
+      noise), and its start distribution (an informative start's class
+      means and Cholesky factors) at float16, half the size. The weights
+      and random states are always exact.
 
   Returns:
     `path`.
@@ -96,14 +100,18 @@ def write(model, path, card=None, operative_config=None, buffer_bits=None):
     raise PresetError("save_to_preset needs a built model (call it on a "
                       "batch, or load it with ebmkit.load_model).")
   buffer = model.replay_buffer
-  to_quantize = buffer.samples if buffer is not None and buffer_bits else None
+  compact = buffer is not None and buffer_bits
   os.makedirs(path, exist_ok=True)
   arrays, quantized = {}, {}
   variables = model.variables
   for i, v in enumerate(variables):
     value = np.asarray(v.numpy())
-    if v is to_quantize:
+    if compact and v is buffer.samples:
       value, quantized[key(i, v)] = quantize(value, buffer_bits)
+    elif compact and value.dtype == np.float32 and any(
+        v is w for w in buffer.variables):
+      value, quantized[key(i, v)] = value.astype(np.float16), {
+          "dtype": "float16"}
     arrays[key(i, v)] = value
   np.savez_compressed(os.path.join(path, WEIGHTS), **arrays)
   workdir_lib.write_json(os.path.join(path, CONFIG),
@@ -122,8 +130,9 @@ def write(model, path, card=None, operative_config=None, buffer_bits=None):
   card.setdefault("name", os.path.basename(os.path.normpath(path)))
   card.setdefault("model", type(model).__name__)
   if quantized:
-    card.setdefault("replay_buffer_stored", f"{buffer_bits}-bit codes over "
-                    "its min-max range (weights exact)")
+    card.setdefault("replay_buffer_stored", f"samples as {buffer_bits}-bit "
+                    "codes over their min-max range, start distribution at "
+                    "float16 (weights exact)")
   workdir_lib.write_json(os.path.join(path, CARD), card)
   workdir_lib.write_text(os.path.join(path, "card.md"), card_markdown(card))
   return path

@@ -17,9 +17,11 @@ import os
 import platform
 
 import keras
+import numpy as np
 
 from ebmkit import preset_format
 from ebmkit import workdir as workdir_lib
+from ebmkit.data import pipeline as data
 from ebmkit.preset_format import PresetError  # pylint: disable=unused-import
 from ebmkit.training import experiment
 
@@ -75,7 +77,9 @@ def _headline(evaluation):
 
 def from_preset(name_or_path):
   """The model of a preset (a shipped name or a folder), ready to use: its
-  weights, replay buffer and random-generator states as saved.
+  weights, replay buffer and random-generator states as saved, compiled
+  with the defaults (`model.evaluate` runs at once; compile it again with
+  an optimizer to train it).
 
   Raises:
     PresetError: a missing or corrupt file, or weights that do not match the
@@ -92,6 +96,9 @@ def from_preset(name_or_path):
                       f"{e}") from None
   model.build((None,) + tuple(meta["sample_shape"]))
   preset_format.load_weights(model, path, meta)
+  # Compiled with the defaults, so that model.evaluate(...) runs at once;
+  # compile it again to train it.
+  model.compile()
   return model
 
 
@@ -109,3 +116,36 @@ def list_presets():
                 "size_bytes": size})
   return out
 
+
+def sample_statistics(model, num=256, seed=0):
+  """What a generating model's card checks: for z drawn by NumPy's
+  `default_rng(seed)`, the mean and standard deviation of G(z)'s pixels and
+  the discriminator's mean output on them. Deterministic, so a preset
+  loaded anywhere gives its card's values back (to float tolerance)."""
+  if not model.generates:
+    raise PresetError(f"sample_statistics is for a generating model (a GAN),"
+                      f" not {type(model).__name__}.")
+  z = np.random.default_rng(seed).standard_normal(
+      (num, model.latent_dim)).astype(np.float32)
+  x = model.generator(z, training=False)
+  d = model.discriminator(x, training=False)
+  x, d = np.asarray(x, np.float64), np.asarray(d, np.float64)
+  return {"num": num, "seed": seed, "mean": float(x.mean()),
+          "std": float(x.std()), "discriminator_mean": float(d.mean())}
+
+
+def card_check(model, card):
+  """Measures on `model` what its card promises: (what, measured, on the
+  card). A classifier's test-split accuracy on the card's data set (the
+  whole split, no noise; TFDS prepares the data the first time), a GAN's
+  `sample_statistics`."""
+  if model.classifies:
+    test = data.load_dataset(name=card["dataset"], split="test",
+                             training=False)
+    model.compile()
+    measured = model.evaluate(test, return_dict=True, verbose=0)["accuracy"]
+    return "test_accuracy", float(measured), card.get("test_accuracy")
+  promised = card.get("sample_statistics") or {}
+  measured = sample_statistics(model, promised.get("num", 256),
+                               promised.get("seed", 0))
+  return "sample_statistics", measured, promised or None
