@@ -11,6 +11,7 @@ import contextlib
 import difflib
 import inspect
 import logging
+import numbers
 import os
 import pathlib
 import re
@@ -365,3 +366,12 @@ def write_operative_config(workdir, complete=False):
   return workdir_lib.write_text(
       workdir_lib.path(workdir, workdir_lib.OPERATIVE_CONFIG),
       gin.config_str() if complete else gin.operative_config_str())
+
+
+def check_whole_number(name, value, low):
+  """Fails unless `value` (the setting `name`) is a whole number >= `low`
+  (a bool is not one)."""
+  if isinstance(value, bool) or not isinstance(
+      value, numbers.Integral) or value < low:  # NumPy's integers too.
+    raise ValueError(f"{name} must be a whole number >= {low}, got "
+                     f"{value!r}.")

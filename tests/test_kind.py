@@ -48,7 +48,12 @@ def test_an_energy_model_answers_for_itself():
       "conditional_density")
   assert model.serving_signatures(detection=True)[-1] == "detect"
   assert model.export_metadata() == {"input_shape": [8, 8, 1],
-                                     "data_range": [-1.0, 1.0]}
+                                     "data_range": [-1.0, 1.0],
+                                     "detection": None}
+  # The export's own range and threshold win over the model's.
+  assert model.export_metadata((0.0, 1.0), {"threshold": 2.0}) == {
+      "input_shape": [8, 8, 1], "data_range": [0.0, 1.0],
+      "detection": {"threshold": 2.0}}
 
 
 def test_a_gan_answers_for_itself():

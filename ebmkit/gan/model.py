@@ -148,7 +148,8 @@ class GAN(keras.Model, kind.ModelKind):
     return [self.generator, self.discriminator, self.latent_energy,
             self.latent_sampler]
 
-  def export_metadata(self):
+  def export_metadata(self, data_range=None, detection=None):
+    del data_range, detection  # Its inputs are latent codes; no classes.
     return {"kind": "gan", "latent_dim": self.latent_dim,
             "output_shape": list(self.sample_shape)}
 

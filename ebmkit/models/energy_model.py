@@ -168,9 +168,10 @@ class EnergyModel(keras.Model, kind.ModelKind):
     return ("classify", "energy", "log_px", "ood_score", "sample",
             "conditional_density") + (("detect",) if detection else ())
 
-  def export_metadata(self):
+  def export_metadata(self, data_range=None, detection=None):
     return {"input_shape": list(self.sample_shape),
-            "data_range": list(self.data_range)}
+            "data_range": list(data_range or self.data_range),
+            "detection": detection}
 
   @property
   def _term_weights(self):

@@ -57,9 +57,10 @@ class ModelKind:
     """The trackables a SavedModel of it holds."""
     return [self]
 
-  def export_metadata(self):
+  def export_metadata(self, data_range=None, detection=None):
     """Facts about its exported signatures' inputs and outputs, for the
-    export's metadata file."""
+    export's metadata file; `data_range` is the range the export checks
+    inputs against, `detection` its calibrated threshold (or None)."""
     raise NotImplementedError(f"{type(self).__name__}.export_metadata")
 
   def save_to_preset(self, path, card=None, operative_config=None,

@@ -60,11 +60,10 @@ def export(model, export_dir, detection=None, data_range=None,
     fn, input_signature = signatures.BUILDERS[name](ctx)
     archive.add_endpoint(name=name, fn=fn, input_signature=input_signature)
   archive.write_out(export_dir, verbose=False)
-  meta = {"signatures": names, **model.export_metadata(),
+  meta = {"signatures": names,
+          **model.export_metadata(ctx.data_range, detection),
           "max_sample_count": int(max_sample_count),
           "max_sample_steps": int(max_sample_steps)}
-  if "data_range" in meta:  # Inputs x: the range they are checked against.
-    meta.update(data_range=list(ctx.data_range), detection=detection)
   workdir_lib.write_json(os.path.join(export_dir, workdir_lib.EXPORT_META),
                          meta)
   if detection is not None:

@@ -15,6 +15,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from ebmkit import gin_utils
 from ebmkit import workdir as workdir_lib
 from ebmkit.training import checkpoints
 from ebmkit.training import schedules
@@ -106,10 +107,8 @@ class RecoveryPolicy:
 
   def __init__(self, max_recoveries=3, lr_factor=0.5, l2_increase=0.0,
                loss_bound=1e4, energy_bound=1e4, gap_bound=1e3):
-    if isinstance(max_recoveries, bool) or not isinstance(
-        max_recoveries, (int, np.integer)) or max_recoveries < 0:
-      raise ValueError(f"RecoveryPolicy.max_recoveries must be a whole number "
-                       f">= 0, got {max_recoveries!r}.")
+    gin_utils.check_whole_number("RecoveryPolicy.max_recoveries",
+                                 max_recoveries, 0)
     if not 0 < lr_factor <= 1:
       raise ValueError(f"RecoveryPolicy.lr_factor must be in (0, 1], got "
                        f"{lr_factor!r}.")

@@ -247,11 +247,7 @@ class Settings:
     """Fails before anything is written when a setting is invalid."""
     for name, low in (("epochs", 1), ("checkpoint_every_steps", 0),
                       ("log_every_steps", 0), ("keep_checkpoints", 1)):
-      value = getattr(self, name)
-      if isinstance(value, bool) or not isinstance(
-          value, (int, np.integer)) or value < low:
-        raise ValueError(f"train.{name} must be a whole number >= {low}, "
-                         f"got {value!r}.")
+      gin_utils.check_whole_number(f"train.{name}", getattr(self, name), low)
     if self.init_from is not None:
       if not isinstance(self.init_from, str):
         raise ValueError(f"train.init_from must be a preset's name or folder,"
