@@ -102,18 +102,36 @@ def from_preset(name_or_path):
   return model
 
 
+def _card_headline(card):
+  """A card's headline metrics in one line."""
+  m = card.get("metrics") or {}
+  parts = []
+  if m.get("accuracy") is not None:
+    parts.append(f"accuracy {m['accuracy']:.2%}")
+  if m.get("ece") is not None:
+    parts.append(f"ECE {m['ece']:.1%}")
+  for part in ("buffer_is_fid", "gan", "ddls"):
+    s = m.get(part) or {}
+    if s.get("fid") is not None:
+      n = s.get("num_samples") or m.get("num_samples")
+      parts.append(f"{part.replace('_is_fid', '')} FID {s['fid']:.1f}"
+                   + (f" (n={n})" if n else ""))
+  return ", ".join(parts)
+
+
 def list_presets():
-  """The shipped presets: name, model, data set and headline metrics."""
+  """The shipped presets: name, family, model, data set, test accuracy,
+  headline metrics (one line) and size in bytes."""
   out = []
   for name in preset_format.shipped_names():
     folder = os.path.join(SHIPPED, name)
     card = workdir_lib.read_json(os.path.join(folder, "card.json"), {})
     size = sum(os.path.getsize(os.path.join(folder, f))
                for f in os.listdir(folder))
-    out.append({"name": name, "model": card.get("model"),
-                "dataset": card.get("dataset"),
+    out.append({"name": name, "family": card.get("family"),
+                "model": card.get("model"), "dataset": card.get("dataset"),
                 "test_accuracy": card.get("test_accuracy"),
-                "size_bytes": size})
+                "headline": _card_headline(card), "size_bytes": size})
   return out
 
 

@@ -129,6 +129,11 @@ def test_each_shipped_preset_is_what_its_card_says(name):
     card = json.load(f)
   (entry,) = [p for p in ebmkit.list_presets() if p["name"] == name]
   assert entry["dataset"] == card["dataset"]
+  assert entry["family"] == card["family"] and entry["size_bytes"] > 1e5
+  # The headline is the card's metrics, rounded.
+  m = card["metrics"]
+  assert (f"accuracy {m['accuracy']:.2%}" if "accuracy" in m
+          else f"ddls FID {m['ddls']['fid']:.1f}") in entry["headline"]
   assert "not" in card["is_not"] and card["command"].startswith(
       "python -m ebmkit.run --gin_file=")
   if card["dataset"] == "fashion_mnist":

@@ -32,6 +32,7 @@ PRESETS = {
     "jem_digits": {
         "train": "jem_digits.gin", "eval": None, "buffer_bits": None,
         "card": {
+            "family": "JEM",
             "model": "EnergyModel (JEM: small convnet, SGLD 20 steps, replay "
                      "buffer of 2,000)",
             "split": "trained on sklearn_digits train (1,437 images), "
@@ -41,6 +42,7 @@ PRESETS = {
     "jem_fashion_mnist": {
         "train": "jem_fashion_mnist.gin", "eval": None, "buffer_bits": 8,
         "card": {
+            "family": "JEM",
             "model": "EnergyModel (JEM: the lean Fashion-MNIST convnet, "
                      "informative start, replay buffer of 10,000)",
             "split": "trained on fashion_mnist train[5000:] (55,000 images; "
@@ -52,6 +54,7 @@ PRESETS = {
     "clf_fashion_mnist": {
         "train": "clf_fashion_mnist.gin", "eval": None, "buffer_bits": 8,
         "card": {
+            "family": "classifier",
             "model": "EnergyModel trained as a plain classifier (no p(x) "
                      "term): the same convnet as jem_fashion_mnist",
             "split": "trained on fashion_mnist train[5000:] (55,000 images), "
@@ -63,6 +66,7 @@ PRESETS = {
         "train": "gan_fashion_mnist.gin", "eval": "ddls_fashion_mnist.gin",
         "buffer_bits": None,
         "card": {
+            "family": "GAN (DDLS)",
             "model": "GAN (DCGAN-style, spectral norm, non-saturating loss; "
                      "D is a logit, so DDLS needs no calibration)",
             "split": "trained on fashion_mnist train (60,000 images); FID "
