@@ -63,6 +63,10 @@ def quantize(values, bits=8):
   {"low", "high", "bits"}). The step is (high − low) / (2**bits − 1)."""
   if bits != 8:
     raise PresetError(f"buffer_bits must be 8 or None (exact), got {bits!r}.")
+  if not np.isfinite(values).all():
+    raise PresetError("The replay buffer holds NaN or Inf values, which 8 "
+                      "bits cannot store: save it exact (buffer_bits=None), "
+                      "or re-initialise those chains first.")
   low, high = float(values.min()), float(values.max())
   span = (high - low) or 1.0
   codes = np.rint((values - low) / span * 255).astype(np.uint8)

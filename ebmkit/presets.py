@@ -22,7 +22,7 @@ import numpy as np
 from ebmkit import preset_format
 from ebmkit import workdir as workdir_lib
 from ebmkit.data import pipeline as data
-from ebmkit.preset_format import PresetError  # pylint: disable=unused-import
+from ebmkit.preset_format import PresetError
 from ebmkit.training import experiment
 
 FILES = preset_format.FILES

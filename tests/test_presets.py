@@ -185,6 +185,10 @@ def test_an_8_bit_buffer_is_within_half_a_step_and_the_rest_exact(tmp_path):
     assert "8-bit" in json.load(f)["replay_buffer_stored"]
   with pytest.raises(presets.PresetError, match="buffer_bits must be 8"):
     model.save_to_preset(str(tmp_path / "bad"), buffer_bits=4)
+  model.replay_buffer.samples[0, 0, 0, 0].assign(np.nan)
+  with pytest.raises(presets.PresetError, match="NaN or Inf.*buffer_bits="
+                     "None"):
+    model.save_to_preset(str(tmp_path / "nan"), buffer_bits=8)
 
 
 def test_fine_tuning_starts_from_the_preset(tmp_path, monkeypatch):
@@ -251,6 +255,11 @@ def test_the_command_line_fine_tunes_a_shipped_preset(tmp_path):
   assert results["initialised_from"] == os.path.join(presets.SHIPPED,
                                                      "jem_digits")
   assert results["test_accuracy"] > 0.95 and results["steps"] == 22  # 1,437 // 64
+  # Run again: it resumes its own checkpoint and says the preset is not
+  # applied.
+  proc = run_ebmkit(["--init_from_preset=jem_digits", f"--workdir={workdir}",
+                     "--gin_bindings=EPOCHS = 1"], str(tmp_path))
+  assert "is not applied: this run resumes its own checkpoint" in proc.stdout
   run_ebmkit(["--mode=preset", f"--workdir={workdir}", f"--output={out}",
               "--buffer_bits=8"], str(tmp_path))
   with open(os.path.join(out, "metadata.json")) as f:

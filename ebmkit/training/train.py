@@ -341,7 +341,11 @@ class Runner:
         self.chief_workdir)
     checkpoint_lr = recovery_lib.learning_rate(model.optimizer)
     self.initialised_from = None
-    if not self.restored and self.s.init_from:
+    if self.restored and self.s.init_from:
+      print(f"train.init_from={self.s.init_from!r} is not applied: this run "
+            f"resumes its own checkpoint (a preset only starts a run; "
+            f"--fresh starts over from it).")
+    elif not self.restored and self.s.init_from:
       self._init_from_preset()
     elif not self.restored and model.needs_informative_init():
       _fit_informative_init(model, self.train_ds)
