@@ -137,9 +137,14 @@ def write(model, path, card=None, operative_config=None, buffer_bits=None):
     card.setdefault("replay_buffer_stored", f"samples as {buffer_bits}-bit "
                     "codes over their min-max range, start distribution at "
                     "float16 (weights exact)")
+  write_card(path, card)
+  return path
+
+
+def write_card(path, card):
+  """Writes a preset folder's card: card.json, and card.md for people."""
   workdir_lib.write_json(os.path.join(path, CARD), card)
   workdir_lib.write_text(os.path.join(path, "card.md"), card_markdown(card))
-  return path
 
 
 def card_markdown(card):

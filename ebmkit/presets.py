@@ -50,10 +50,23 @@ def save_workdir_preset(workdir, path, card=None, buffer_bits=None):
             "training_steps": results.get("steps"),
             "training_wall_time_s": results.get("wall_time_s"),
             "test_accuracy": results.get("test_accuracy"),
-            "machine": platform.processor() or platform.machine(),
+            "machine": machine(),
             "metrics": _headline(results.get("evaluation", {}))}
   filled.update(card or {})
   return save_to_preset(model, path, filled, operative, buffer_bits)
+
+
+def machine():
+  """This machine in words: the CPU model (Linux's /proc/cpuinfo, else what
+  `platform` knows) and the number of cores."""
+  model = platform.processor() or platform.machine()
+  try:
+    with open("/proc/cpuinfo") as f:
+      model = next((line.split(":", 1)[1].strip() for line in f
+                    if line.startswith("model name")), model)
+  except OSError:
+    pass
+  return f"{model}, {os.cpu_count()} cores"
 
 
 def _headline(evaluation):

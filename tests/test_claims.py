@@ -90,7 +90,7 @@ def test_runs_share_the_first_judge_and_finished_runs_are_kept(tmp_path,
       os.makedirs(workdir, exist_ok=True)
     return 1.5
 
-  monkeypatch.setattr(claims, "_run", fake_run)
+  monkeypatch.setattr(claims, "run_ebmkit", fake_run)
   out = str(tmp_path / "claims")
   claims.main(["--seeds=2", f"--out={out}"])
   # One judge trained (jem, seed 0); the three other runs got a copy of it.
@@ -141,7 +141,7 @@ def test_recipes_that_give_up_are_evaluated_and_counted(tmp_path, monkeypatch):
       raise claims.RunFailed(args, 60.0, 1)
     return 120.0
 
-  monkeypatch.setattr(claims, "_run", fake_run)
+  monkeypatch.setattr(claims, "run_ebmkit", fake_run)
   out = str(tmp_path / "recipes")
   claims.main(["--dataset=fashion_mnist", "--seeds=2",
                "--models=jempp,sadajem", f"--out={out}"])
@@ -166,7 +166,7 @@ def test_recipes_that_give_up_are_evaluated_and_counted(tmp_path, monkeypatch):
     del cwd
     raise claims.RunFailed(args, 1.0, 1)
 
-  monkeypatch.setattr(claims, "_run", no_checkpoint)
+  monkeypatch.setattr(claims, "run_ebmkit", no_checkpoint)
   with pytest.raises(claims.RunFailed):
     claims.main(["--dataset=fashion_mnist", "--seeds=1", "--models=jempp",
                  f"--out={tmp_path / 'broken'}"])

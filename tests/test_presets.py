@@ -112,6 +112,7 @@ def test_a_trained_workdir_becomes_a_preset_whose_card_is_true(tmp_path):
   with open(os.path.join(out, "card.json")) as f:
     card = json.load(f)
   assert card["dataset"] == "sklearn_digits" and card["training_steps"] > 0
+  assert card["machine"].endswith(f", {os.cpu_count()} cores")
   model = ebmkit.from_preset(out)
   model.compile()
   test = ebmkit.load_dataset(split="test", training=False)

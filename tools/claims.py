@@ -166,7 +166,7 @@ class RunFailed(Exception):
     self.seconds = seconds
 
 
-def _run(args, cwd):
+def run_ebmkit(args, cwd):
   """Runs `python -m ebmkit.run args`; returns its wall time in seconds."""
   print("+", " ".join(args), flush=True)
   started = time.time()
@@ -206,7 +206,7 @@ def run_record(workdir):
   return record
 
 
-def _evaluated(workdir):
+def evaluated(workdir):
   """Whether `workdir` holds a finished evaluation (a rerun skips it)."""
   try:
     with open(os.path.join(workdir, workdir_lib.RESULTS)) as f:
@@ -309,12 +309,12 @@ def main(argv=None):
     for model in chosen:
       config = configs[model]
       workdir = os.path.join(out, f"{model}_seed{seed}")
-      if not args.skip_training and _evaluated(workdir):
+      if not args.skip_training and evaluated(workdir):
         print(f"{workdir}: already evaluated; kept.", flush=True)
       elif not args.skip_training:
         took = {}
         try:
-          took["train_s"] = _run(
+          took["train_s"] = run_ebmkit(
               [f"--gin_file={config}", f"--workdir={workdir}",
                f"--gin_bindings=train.seed = {seed}"]
               + [f"--gin_bindings={b}" for b in args.train_binding], out)
@@ -328,7 +328,7 @@ def main(argv=None):
           took["train_s"], took["gave_up"] = failed.seconds, True
         took["judge_shared"] = args.share_judge and share_judge(judge,
                                                                 workdir)
-        took["eval_s"] = _run(
+        took["eval_s"] = run_ebmkit(
             ["--mode=eval", f"--workdir={workdir}",
              f"--gin_bindings=evaluate.seed = {seed}"]
             + [f"--gin_bindings={b}" for b in args.eval_binding], out)

@@ -19,11 +19,11 @@ installed wheel.
 import argparse
 import json
 import os
-import platform
 import shutil
 import subprocess
-import sys
 import time
+
+import claims  # tools/claims.py: runs `python -m ebmkit.run`, knows a finished evaluation
 
 # name -> the training config, the evaluation's extra config, whether the
 # buffer is stored at 8 bits, and what the card says beyond what the
@@ -77,33 +77,6 @@ PRESETS = {
 }
 
 
-def _run(args, cwd):
-  print("+ python -m ebmkit.run", " ".join(args), flush=True)
-  started = time.time()
-  subprocess.run([sys.executable, "-m", "ebmkit.run"] + args, check=True,
-                 cwd=cwd)
-  return round(time.time() - started, 1)
-
-
-def _evaluated(workdir):
-  try:
-    with open(os.path.join(workdir, "results.json")) as f:
-      return "evaluation" in json.load(f)
-  except (OSError, ValueError):
-    return False
-
-
-def _cpu():
-  try:
-    with open("/proc/cpuinfo") as f:
-      for line in f:
-        if line.startswith("model name"):
-          return line.split(":", 1)[1].strip()
-  except OSError:
-    pass
-  return platform.processor() or platform.machine()
-
-
 def commands(name, spec):
   """The commands that make the preset, as its card shows them."""
   train = f"python -m ebmkit.run --gin_file={spec['train']} --workdir=W"
@@ -119,13 +92,13 @@ def make(name, workdir, out, cwd):
   """Trains and evaluates `workdir` unless done, then writes the preset."""
   import gin  # pylint: disable=g-import-not-at-top
   from ebmkit import gin_utils  # pylint: disable=g-import-not-at-top
+  from ebmkit import preset_format  # pylint: disable=g-import-not-at-top
   from ebmkit import presets  # pylint: disable=g-import-not-at-top
   spec = PRESETS[name]
-  took = {}
-  if not _evaluated(workdir):
-    took["training_s"] = _run([f"--gin_file={spec['train']}",
-                               f"--workdir={workdir}"], cwd)
-    took["evaluation_s"] = _run(
+  if not claims.evaluated(workdir):
+    claims.run_ebmkit([f"--gin_file={spec['train']}", f"--workdir={workdir}"],
+                      cwd)
+    claims.run_ebmkit(
         ["--mode=eval", f"--workdir={workdir}"]
         + ([f"--gin_file={spec['eval']}"] if spec["eval"] else []), cwd)
   with open(os.path.join(workdir, "results.json")) as f:
@@ -136,7 +109,7 @@ def make(name, workdir, out, cwd):
       "command": commands(name, spec),
       "config": f"{spec['train']} (operative_config.gin in this folder)",
       "seed": 0,
-      "machine": (f"written on {_cpu()}, {os.cpu_count()} cores, "
+      "machine": (f"written on {presets.machine()}, "
                   f"{time.strftime('%Y-%m-%d')}; training took "
                   f"{results.get('wall_time_s')} s and the evaluation "
                   f"{evaluation.get('wall_time_s')} s (their own timers)"),
@@ -153,8 +126,10 @@ def make(name, workdir, out, cwd):
   presets.save_workdir_preset(workdir, target, card, spec["buffer_bits"])
   model = presets.from_preset(target)
   if model.generates:  # What the check from the wheel compares.
+    card = preset_format.read_json(os.path.join(target, preset_format.CARD),
+                                   preset_format.CARD)
     card["sample_statistics"] = presets.sample_statistics(model)
-    presets.save_workdir_preset(workdir, target, card, spec["buffer_bits"])
+    preset_format.write_card(target, card)
   size = sum(os.path.getsize(os.path.join(target, f))
              for f in os.listdir(target))
   print(f"{target}: {size / 1e6:.1f} MB", flush=True)
