@@ -53,3 +53,63 @@ def test_keras_defaults_differ_as_measured_against_the_reference():
 def test_an_unknown_init_is_named():
   with pytest.raises(ValueError, match="init must be one of"):
     backbones.wide_resnet(depth=10, width=1, init="pytorch")
+
+
+@pytest.mark.parametrize("slope", [0.0, 0.2, 1.0])
+def test_output_grad_leaky_relu_equals_keras_in_value_and_derivatives(slope):
+  """The gradient read from the output is TensorFlow's own, bit for bit,
+  including at 0 and for a slope of 0 (ReLU); the second derivative (which
+  is 0 almost everywhere) too, so nested tapes see the same function."""
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  x = tf.constant(np.concatenate([
+      np.random.default_rng(0).normal(size=200), [0.0, -0.0, 1e-30, -1e-30]]),
+      tf.float32)
+  dy = tf.constant(np.random.default_rng(1).normal(size=x.shape[0]),
+                   tf.float32)
+  ours = backbones.OutputGradLeakyReLU(negative_slope=slope)
+  theirs = keras.layers.LeakyReLU(negative_slope=slope)
+  results = []
+  for layer in (ours, theirs):
+    with tf.GradientTape() as outer:
+      outer.watch(x)
+      with tf.GradientTape() as inner:
+        inner.watch(x)
+        y = layer(x)
+      g = inner.gradient(y, x, output_gradients=dy)
+      gsum = tf.reduce_sum(g * g)
+    results.append((y.numpy(), g.numpy(), outer.gradient(gsum, x)))
+  (y0, g0, h0), (y1, g1, h1) = results
+  np.testing.assert_array_equal(y0, y1)
+  np.testing.assert_array_equal(g0, g1)
+  # By hand: dy where x > 0, slope·dy elsewhere.
+  np.testing.assert_allclose(
+      g0, np.where(x.numpy() > 0, 1.0, slope) * dy.numpy(), rtol=1e-6)
+  for h in (h0, h1):
+    assert h is None or not np.any(h.numpy())
+
+
+def test_wide_resnet_input_gradient_equals_keras_layers():
+  """The whole WRN with its own activation and AddN residual gives the same
+  energy gradient as the same weights run through Keras' LeakyReLU and +."""
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  model = wrn("torch")
+  x = tf.constant(np.random.default_rng(0).uniform(-1, 1, (4, 32, 32, 3)),
+                  tf.float32)
+
+  def keras_forward(v):
+    act = keras.layers.LeakyReLU(negative_slope=model.leak)
+    out = model.conv1(v)
+    for block in model.blocks:
+      h = block.conv2(act(block.conv1(act(out))))
+      out = h + (block.shortcut(out) if block.shortcut else out)
+    return model.class_output(model.pool(act(out)))
+
+  grads = []
+  for forward in (model, keras_forward):
+    with tf.GradientTape() as tape:
+      tape.watch(x)
+      lse = tf.reduce_sum(tf.reduce_logsumexp(forward(x), axis=-1))
+    grads.append(tape.gradient(lse, x).numpy())
+  assert np.abs(grads[0]).max() > 0
+  np.testing.assert_allclose(grads[0], grads[1], rtol=1e-5,
+                             atol=1e-6 * np.abs(grads[1]).max())

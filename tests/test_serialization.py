@@ -177,6 +177,9 @@ CASES = {
         energy.ScalarEnergyHead,
         lambda: dict(use_bias=False, spectral_norm=True, name="scalar_head"),
         "layer", (3, 2, 2, 3)),
+    "OutputGradLeakyReLU": Case(
+        backbones.OutputGradLeakyReLU,
+        lambda: dict(negative_slope=0.1, name="act"), "layer", (2, 3)),
     "WideBasicBlock": Case(
         backbones.WideBasicBlock,
         lambda: dict(in_filters=3, filters=5, stride=2, dropout=0.1,

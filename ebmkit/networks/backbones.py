@@ -2,6 +2,7 @@
 
 import gin
 import keras
+import tensorflow as tf
 
 
 @gin.configurable
@@ -92,6 +93,36 @@ def _conv3x3(filters, stride, name):
   ], name=name)
 
 
+def _leaky_relu_from_output(negative_slope):
+  """LeakyReLU whose gradient reads its output instead of its input.
+
+  With a slope >= 0 the output is positive exactly where the input is, so
+  `LeakyReluGrad(dy, features=output)` is TensorFlow's own gradient, bit for
+  bit. Its point: the pre-activation then feeds the activation alone, so
+  Grappler's remapper may fuse convolution, bias and activation into one
+  oneDNN call and the pre-activation need not be kept for the backward pass
+  (BENCHMARKS.md, "Activation and residual").
+  """
+  @tf.custom_gradient
+  def leaky_relu(x):
+    y = tf.nn.leaky_relu(x, negative_slope)
+
+    def grad(dy):
+      return tf.raw_ops.LeakyReluGrad(gradients=dy, features=y,
+                                      alpha=negative_slope)
+    return y, grad
+  return leaky_relu
+
+
+@keras.saving.register_keras_serializable(package="ebmkit")
+class OutputGradLeakyReLU(keras.layers.LeakyReLU):
+  """`keras.layers.LeakyReLU` with the same values and gradients, whose
+  gradient is computed from its output (`_leaky_relu_from_output`)."""
+
+  def call(self, inputs):
+    return _leaky_relu_from_output(self.negative_slope)(inputs)
+
+
 @keras.saving.register_keras_serializable(package="ebmkit")
 class WideBasicBlock(keras.layers.Layer):
   """Pre-activation wide residual block of the JEM reference network.
@@ -123,7 +154,7 @@ class WideBasicBlock(keras.layers.Layer):
     if stride != 1 or in_filters != filters:
       self.shortcut = keras.layers.Conv2D(filters, 1, strides=stride,
                                           name="shortcut")
-    self.act = keras.layers.LeakyReLU(negative_slope=leak)
+    self.act = OutputGradLeakyReLU(negative_slope=leak)
 
   def build(self, input_shape):
     shape = tuple(input_shape)
@@ -144,7 +175,11 @@ class WideBasicBlock(keras.layers.Layer):
       out = self.dropout(out, training=training)
     out = self.bn2(out, training=training) if self.bn2 else out
     out = self.conv2(self.act(out))
-    return out + (self.shortcut(x) if self.shortcut else x)
+    # AddN, not Add: Grappler's remapper fails on the whole graph when it
+    # tries to fuse this Add into conv2 and the sum also feeds a shape op of
+    # the next convolution's gradient (TF 2.21), and with it goes every other
+    # fusion (convolution + bias + LeakyReLU). Same sum, same values.
+    return tf.math.add_n([out, self.shortcut(x) if self.shortcut else x])
 
   def compute_output_shape(self, input_shape):
     return self.conv2.compute_output_shape(
@@ -208,7 +243,7 @@ class WideResNet(keras.layers.Layer):
             name=f"layer{s + 1}_{i}"))
         in_filters = filters
     self.bn1 = _norm_layer(norm, "bn1")
-    self.act = keras.layers.LeakyReLU(negative_slope=leak)
+    self.act = OutputGradLeakyReLU(negative_slope=leak)
     self.pool = keras.layers.GlobalAveragePooling2D()
     self.class_output = (keras.layers.Dense(num_classes, name="class_output")
                          if num_classes else None)
