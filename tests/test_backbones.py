@@ -89,8 +89,8 @@ def test_output_grad_leaky_relu_equals_keras_in_value_and_derivatives(slope):
 
 
 def test_wide_resnet_input_gradient_equals_keras_layers():
-  """The whole WRN with its own activation and AddN residual gives the same
-  energy gradient as the same weights run through Keras' LeakyReLU and +."""
+  """The whole WRN with its own activation gives the same energy gradient
+  as the same weights run through Keras' LeakyReLU."""
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
   model = wrn("torch")
   x = tf.constant(np.random.default_rng(0).uniform(-1, 1, (4, 32, 32, 3)),

@@ -23,6 +23,14 @@ then `ebmkit_s_per_iter=<median> ...` (compare_reference.sh reads it).
 each `LangevinSampler.loop` form, with and without XLA, and prints a table
 and a JSON line.
 
+--mode=ops profiles one SGLD chain of the configured model (η steps on a
+batch of random images, after a compiling call) with TensorFlow's profiler
+and prints where an SGLD step's time goes: milliseconds per step by op type
+(oneDNN convolutions, activations, their gradients, pads, random numbers),
+summed over TensorFlow's executor threads, so the column can exceed the
+step's wall time when ops overlap; then the --top slowest ops by name, and a
+JSON line.
+
 --mode=parts (the default) feeds the configured model random images of the
 configured data set's shape (no input pipeline in the measurement) and
 reports, as one JSON line:
@@ -52,7 +60,7 @@ from absl import app  # pylint: disable=g-import-not-at-top
 from absl import flags
 from absl import logging
 
-flags.DEFINE_enum("mode", "parts", ["parts", "fit", "sampler_forms"],
+flags.DEFINE_enum("mode", "parts", ["parts", "fit", "sampler_forms", "ops"],
                   "What to time (see the module docstring).")
 flags.DEFINE_enum("feed", "pipeline", ["pipeline", "synthetic"],
                   "--mode=fit: ebmkit's input pipeline on fake CIFAR-10 "
@@ -71,6 +79,7 @@ flags.DEFINE_integer("iterations", 20, "Timed repetitions of each measure.")
 flags.DEFINE_integer("warmup", 3, "Untimed repetitions first (compilation).")
 flags.DEFINE_float("peak_tflops", 0.0, "The device's peak dense TFLOP/s in "
                    "the benchmark's precision (for the achieved fraction).")
+flags.DEFINE_integer("top", 15, "--mode=ops: ops listed by name.")
 flags.DEFINE_string("json_out", None, "Also append the JSON line to a file.")
 FLAGS = flags.FLAGS
 
@@ -114,7 +123,94 @@ def main(argv):
   if FLAGS.mode == "sampler_forms":
     import fit_benchmark  # pylint: disable=g-import-not-at-top
     return fit_benchmark.sampler_forms(FLAGS)
+  if FLAGS.mode == "ops":
+    return ops()
   return parts()
+
+
+def _configured_model():
+  """(model, a batch of random images) of the configured data set and
+  model, compiled as --jit_compile and --mixed_precision say."""
+  import keras  # pylint: disable=g-import-not-at-top
+  import numpy as np  # pylint: disable=g-import-not-at-top
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  from ebmkit import gin_utils  # pylint: disable=g-import-not-at-top
+  from ebmkit.data import pipeline as data
+  from ebmkit.models import sampling
+  from ebmkit.training import experiment
+  if FLAGS.mixed_precision:
+    keras.mixed_precision.set_global_policy(FLAGS.mixed_precision)
+  gin_utils.parse(FLAGS.gin_file, FLAGS.gin_bindings)
+  info = data.dataset_info(data.configured_name())
+  batch = data.configured("batch_size", 64)
+  jit = {"auto": sampling.resolve_jit_compile("auto"), "true": True,
+         "false": False}[FLAGS.jit_compile]
+  model = experiment.build_model(info)
+  model.compile(optimizer=keras.optimizers.Adam(1e-4), jit_compile=jit)
+  x = tf.constant(np.random.default_rng(0).uniform(
+      -1, 1, (batch,) + info.image_shape), tf.float32)
+  return model, x, jit
+
+
+def ops():
+  """--mode=ops: an SGLD step's time by op type, from TensorFlow's profiler."""
+  import collections  # pylint: disable=g-import-not-at-top
+  import glob  # pylint: disable=g-import-not-at-top
+  import tempfile  # pylint: disable=g-import-not-at-top
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  try:
+    from tensorflow.tsl.profiler.protobuf import xplane_pb2  # pylint: disable=g-import-not-at-top
+  except ImportError as e:
+    raise SystemExit(f"--mode=ops reads the profiler's XPlane files through "
+                     f"tensorflow.tsl.profiler.protobuf, which this "
+                     f"TensorFlow lacks ({e}).") from e
+  model, x, jit = _configured_model()
+  eta = model.sampler.steps
+  chain = tf.function(lambda v: model.sampler(v, energy_fn=model.energy),
+                      jit_compile=jit)
+  _time(lambda: chain(x).numpy(), 1, FLAGS.warmup)
+  n = FLAGS.iterations
+  logdir = tempfile.mkdtemp(prefix="ebmkit_ops_")
+  tf.profiler.experimental.start(logdir)
+  wall = _time(lambda: chain(x).numpy(), n, 0)
+  tf.profiler.experimental.stop()
+  space = xplane_pb2.XSpace()
+  with open(glob.glob(f"{logdir}/**/*.xplane.pb", recursive=True)[0],
+            "rb") as f:
+    space.ParseFromString(f.read())
+  by_type, by_name = collections.Counter(), collections.Counter()
+  for plane in space.planes:
+    names = {k: v.name for k, v in plane.event_metadata.items()}
+    for line in plane.lines:
+      if not line.name.startswith("tf_Compute"):
+        continue  # Executor threads run the ops; other lines are wrappers.
+      for event in line.events:
+        name = names.get(event.metadata_id, "")
+        if ":" not in name or "::" in name:
+          continue  # Not an op ("name:Type"), e.g. ExecutorState::Process.
+        ms = event.duration_ps / 1e9 / (n * eta)
+        by_type[name.rsplit(":", 1)[1]] += ms
+        by_name[name.split("/while/")[-1]] += ms
+  step_ms = 1e3 * statistics.median(wall) / eta
+  print(f"one SGLD step: {step_ms:.2f} ms wall (median of {n} chains of "
+        f"{eta} steps, under the profiler); ms per step by op type, summed "
+        f"over executor threads:")
+  for op, ms in by_type.most_common():
+    if ms >= 0.01:
+      print(f"  {ms:8.3f}  {op}")
+  print(f"the {FLAGS.top} slowest ops by name:")
+  for op, ms in by_name.most_common(FLAGS.top):
+    print(f"  {ms:8.3f}  {op}")
+  result = {"mode": "ops", "config": FLAGS.gin_file,
+            "bindings": FLAGS.gin_bindings,
+            "mixed_precision": FLAGS.mixed_precision, "jit_compile": jit,
+            "s_per_sgld_step": round(step_ms / 1e3, 5),
+            "ms_per_step_by_op_type": {k: round(v, 3) for k, v in
+                                       by_type.most_common() if v >= 0.01}}
+  print(json.dumps(result))
+  if FLAGS.json_out:
+    with open(FLAGS.json_out, "a") as f:
+      f.write(json.dumps(result) + "\n")
 
 
 def parts():

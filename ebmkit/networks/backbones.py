@@ -99,9 +99,9 @@ def _leaky_relu_from_output(negative_slope):
   With a slope >= 0 the output is positive exactly where the input is, so
   `LeakyReluGrad(dy, features=output)` is TensorFlow's own gradient, bit for
   bit. Its point: the pre-activation then feeds the activation alone, so
-  Grappler's remapper may fuse convolution, bias and activation into one
-  oneDNN call and the pre-activation need not be kept for the backward pass
-  (BENCHMARKS.md, "Activation and residual").
+  Grappler's remapper fuses convolution, bias and activation into one
+  oneDNN call, and the pre-activation need not be kept for the backward
+  pass (BENCHMARKS.md, "Where an SGLD step's time goes").
   """
   @tf.custom_gradient
   def leaky_relu(x):
@@ -175,11 +175,7 @@ class WideBasicBlock(keras.layers.Layer):
       out = self.dropout(out, training=training)
     out = self.bn2(out, training=training) if self.bn2 else out
     out = self.conv2(self.act(out))
-    # AddN, not Add: Grappler's remapper fails on the whole graph when it
-    # tries to fuse this Add into conv2 and the sum also feeds a shape op of
-    # the next convolution's gradient (TF 2.21), and with it goes every other
-    # fusion (convolution + bias + LeakyReLU). Same sum, same values.
-    return tf.math.add_n([out, self.shortcut(x) if self.shortcut else x])
+    return out + (self.shortcut(x) if self.shortcut else x)
 
   def compute_output_shape(self, input_shape):
     return self.conv2.compute_output_shape(
