@@ -175,3 +175,27 @@ def test_benchmark_tool_reports_every_figure(tmp_path):
   macs = 8 * 8 * 9 * 32 + 4 * 4 * 9 * 32 * 64 + 2 * 2 * 9 * 64 * 128 + 1280
   expected = 2 * macs * 64 * (2 * eta + 6) / 1e9
   assert abs(result["model_gflops_per_iteration"] - expected) < 0.05 * expected
+
+
+@pytest.mark.slow
+def test_benchmark_ops_mode_accounts_for_the_step_by_op_type(tmp_path):
+  """--mode=ops: the SGLD step's convolutions and their input gradients are
+  listed by oneDNN/TensorFlow op type, and the per-step times add up: at
+  least a third of the step's wall time (the ops are most of a step), at
+  most the 2 executor threads' worth of it (plus 10% for the profiler)."""
+  repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+  out = tmp_path / "ops.jsonl"
+  proc = subprocess.run(
+      [sys.executable, os.path.join(repo, "tools", "benchmark.py"),
+       "--mode=ops", "--gin_file=jem_digits.gin",
+       "--gin_bindings=SGLD_STEPS = 5", "--iterations=2", "--warmup=1",
+       f"--json_out={out}"], capture_output=True, text=True, timeout=300)
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  result = json.loads(out.read_text().splitlines()[-1])
+  by_type = result["ms_per_step_by_op_type"]
+  assert any("Conv2DBackpropInput" in op for op in by_type), by_type
+  assert any("Conv2D" in op and "Backprop" not in op for op in by_type), by_type
+  assert not any("::" in op for op in by_type), by_type  # Not wrappers.
+  step_ms = 1e3 * result["s_per_sgld_step"]
+  threads = max(2, os.cpu_count() or 2)
+  assert step_ms / 3 < sum(by_type.values()) < threads * step_ms * 1.1
