@@ -128,28 +128,30 @@ def main(argv):
   return parts()
 
 
-def _configured_model():
-  """(model, a batch of random images) of the configured data set and
-  model, compiled as --jit_compile and --mixed_precision say."""
+def _configured():
+  """Sets --mixed_precision, parses the config and returns (data set info,
+  batch size, whether the train step is compiled with XLA)."""
   import keras  # pylint: disable=g-import-not-at-top
-  import numpy as np  # pylint: disable=g-import-not-at-top
-  import tensorflow as tf  # pylint: disable=g-import-not-at-top
   from ebmkit import gin_utils  # pylint: disable=g-import-not-at-top
   from ebmkit.data import pipeline as data
   from ebmkit.models import sampling
-  from ebmkit.training import experiment
   if FLAGS.mixed_precision:
     keras.mixed_precision.set_global_policy(FLAGS.mixed_precision)
   gin_utils.parse(FLAGS.gin_file, FLAGS.gin_bindings)
   info = data.dataset_info(data.configured_name())
-  batch = data.configured("batch_size", 64)
   jit = {"auto": sampling.resolve_jit_compile("auto"), "true": True,
          "false": False}[FLAGS.jit_compile]
+  return info, data.configured("batch_size", 64), jit
+
+
+def _compiled_model(info, jit):
+  """The configured model, compiled with Adam 1e-4 and its optimizer built."""
+  import keras  # pylint: disable=g-import-not-at-top
+  from ebmkit.training import experiment  # pylint: disable=g-import-not-at-top
   model = experiment.build_model(info)
   model.compile(optimizer=keras.optimizers.Adam(1e-4), jit_compile=jit)
-  x = tf.constant(np.random.default_rng(0).uniform(
-      -1, 1, (batch,) + info.image_shape), tf.float32)
-  return model, x, jit
+  model.optimizer.build(model.trainable_variables)
+  return model
 
 
 def ops():
@@ -164,20 +166,24 @@ def ops():
     raise SystemExit(f"--mode=ops reads the profiler's XPlane files through "
                      f"tensorflow.tsl.profiler.protobuf, which this "
                      f"TensorFlow lacks ({e}).") from e
-  model, x, jit = _configured_model()
+  import numpy as np  # pylint: disable=g-import-not-at-top
+  info, batch, jit = _configured()
+  model = _compiled_model(info, jit)
+  x = tf.constant(np.random.default_rng(0).uniform(
+      -1, 1, (batch,) + info.image_shape), tf.float32)
   eta = model.sampler.steps
   chain = tf.function(lambda v: model.sampler(v, energy_fn=model.energy),
                       jit_compile=jit)
   _time(lambda: chain(x).numpy(), 1, FLAGS.warmup)
   n = FLAGS.iterations
-  logdir = tempfile.mkdtemp(prefix="ebmkit_ops_")
-  tf.profiler.experimental.start(logdir)
-  wall = _time(lambda: chain(x).numpy(), n, 0)
-  tf.profiler.experimental.stop()
   space = xplane_pb2.XSpace()
-  with open(glob.glob(f"{logdir}/**/*.xplane.pb", recursive=True)[0],
-            "rb") as f:
-    space.ParseFromString(f.read())
+  with tempfile.TemporaryDirectory(prefix="ebmkit_ops_") as logdir:
+    tf.profiler.experimental.start(logdir)
+    wall = _time(lambda: chain(x).numpy(), n, 0)
+    tf.profiler.experimental.stop()
+    with open(glob.glob(f"{logdir}/**/*.xplane.pb", recursive=True)[0],
+              "rb") as f:
+      space.ParseFromString(f.read())
   by_type, by_name = collections.Counter(), collections.Counter()
   for plane in space.planes:
     names = {k: v.name for k, v in plane.event_metadata.items()}
@@ -215,20 +221,11 @@ def ops():
 
 def parts():
   """--mode=parts: the iteration and its parts on a synthetic feed."""
-  import keras  # pylint: disable=g-import-not-at-top
+  import gin  # pylint: disable=g-import-not-at-top
   import numpy as np  # pylint: disable=g-import-not-at-top
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
   from ebmkit import gin_utils  # pylint: disable=g-import-not-at-top
-  from ebmkit.data import pipeline as data
-  from ebmkit.training import experiment
-  from ebmkit.models import sampling
-  if FLAGS.mixed_precision:
-    keras.mixed_precision.set_global_policy(FLAGS.mixed_precision)
-  gin_utils.parse(FLAGS.gin_file, FLAGS.gin_bindings)
-  info = data.dataset_info(data.configured_name())
-  batch = data.configured("batch_size", 64)
-  jit = {"auto": sampling.resolve_jit_compile("auto"), "true": True,
-         "false": False}[FLAGS.jit_compile]
+  info, batch, jit = _configured()
   gpu = bool(tf.config.list_physical_devices("GPU"))
   rng = np.random.default_rng(0)
   x = tf.constant(rng.uniform(-1, 1, (batch,) + info.image_shape), tf.float32)
@@ -236,18 +233,12 @@ def parts():
   n, w = FLAGS.iterations, FLAGS.warmup
 
   def make_model(steps=None):
-    bindings = [] if steps is None else [f"SGLD_STEPS = {steps}",
-                                         f"ebmkit.LangevinSampler.steps = "
-                                         f"{steps}"]
-    if bindings:
+    if steps is not None:
       gin.clear_config()
-      gin_utils.parse(FLAGS.gin_file, FLAGS.gin_bindings + bindings)
-    model = experiment.build_model(info)
-    model.compile(optimizer=keras.optimizers.Adam(1e-4), jit_compile=jit)
-    model.optimizer.build(model.trainable_variables)
-    return model
+      gin_utils.parse(FLAGS.gin_file, FLAGS.gin_bindings + [
+          f"SGLD_STEPS = {steps}", f"ebmkit.LangevinSampler.steps = {steps}"])
+    return _compiled_model(info, jit)
 
-  import gin  # pylint: disable=g-import-not-at-top
   model = make_model()
   eta = model.sampler.steps
   step = lambda m: float(m.train_on_batch(x, y, return_dict=True)["loss"])
