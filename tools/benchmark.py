@@ -131,27 +131,11 @@ def main(argv):
 def _configured():
   """Sets --mixed_precision, parses the config and returns (data set info,
   batch size, whether the train step is compiled with XLA)."""
-  import keras  # pylint: disable=g-import-not-at-top
-  from ebmkit import gin_utils  # pylint: disable=g-import-not-at-top
-  from ebmkit.data import pipeline as data
-  from ebmkit.models import sampling
-  if FLAGS.mixed_precision:
-    keras.mixed_precision.set_global_policy(FLAGS.mixed_precision)
-  gin_utils.parse(FLAGS.gin_file, FLAGS.gin_bindings)
-  info = data.dataset_info(data.configured_name())
-  jit = {"auto": sampling.resolve_jit_compile("auto"), "true": True,
-         "false": False}[FLAGS.jit_compile]
-  return info, data.configured("batch_size", 64), jit
-
-
-def _compiled_model(info, jit):
-  """The configured model, compiled with Adam 1e-4 and its optimizer built."""
-  import keras  # pylint: disable=g-import-not-at-top
-  from ebmkit.training import experiment  # pylint: disable=g-import-not-at-top
-  model = experiment.build_model(info)
-  model.compile(optimizer=keras.optimizers.Adam(1e-4), jit_compile=jit)
-  model.optimizer.build(model.trainable_variables)
-  return model
+  import fit_benchmark  # pylint: disable=g-import-not-at-top
+  from ebmkit.data import pipeline as data  # pylint: disable=g-import-not-at-top
+  jit = fit_benchmark.configure(FLAGS)
+  return (data.dataset_info(data.configured_name()),
+          data.configured("batch_size", 64), jit)
 
 
 def ops():
@@ -167,8 +151,9 @@ def ops():
                      f"tensorflow.tsl.profiler.protobuf, which this "
                      f"TensorFlow lacks ({e}).") from e
   import numpy as np  # pylint: disable=g-import-not-at-top
+  import fit_benchmark  # pylint: disable=g-import-not-at-top
   info, batch, jit = _configured()
-  model = _compiled_model(info, jit)
+  model = fit_benchmark.compiled_model(info, jit)
   x = tf.constant(np.random.default_rng(0).uniform(
       -1, 1, (batch,) + info.image_shape), tf.float32)
   eta = model.sampler.steps
@@ -197,13 +182,13 @@ def ops():
         ms = event.duration_ps / 1e9 / (n * eta)
         by_type[name.rsplit(":", 1)[1]] += ms
         by_name[name.split("/while/")[-1]] += ms
+  by_type = [(op, ms) for op, ms in by_type.most_common() if ms >= 0.01]
   step_ms = 1e3 * statistics.median(wall) / eta
   print(f"one SGLD step: {step_ms:.2f} ms wall (median of {n} chains of "
         f"{eta} steps, under the profiler); ms per step by op type, summed "
         f"over executor threads:")
-  for op, ms in by_type.most_common():
-    if ms >= 0.01:
-      print(f"  {ms:8.3f}  {op}")
+  for op, ms in by_type:
+    print(f"  {ms:8.3f}  {op}")
   print(f"the {FLAGS.top} slowest ops by name:")
   for op, ms in by_name.most_common(FLAGS.top):
     print(f"  {ms:8.3f}  {op}")
@@ -211,8 +196,8 @@ def ops():
             "bindings": FLAGS.gin_bindings,
             "mixed_precision": FLAGS.mixed_precision, "jit_compile": jit,
             "s_per_sgld_step": round(step_ms / 1e3, 5),
-            "ms_per_step_by_op_type": {k: round(v, 3) for k, v in
-                                       by_type.most_common() if v >= 0.01}}
+            "ms_per_step_by_op_type": {op: round(ms, 3)
+                                       for op, ms in by_type}}
   print(json.dumps(result))
   if FLAGS.json_out:
     with open(FLAGS.json_out, "a") as f:
@@ -224,6 +209,7 @@ def parts():
   import gin  # pylint: disable=g-import-not-at-top
   import numpy as np  # pylint: disable=g-import-not-at-top
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  import fit_benchmark  # pylint: disable=g-import-not-at-top
   from ebmkit import gin_utils  # pylint: disable=g-import-not-at-top
   info, batch, jit = _configured()
   gpu = bool(tf.config.list_physical_devices("GPU"))
@@ -237,7 +223,7 @@ def parts():
       gin.clear_config()
       gin_utils.parse(FLAGS.gin_file, FLAGS.gin_bindings + [
           f"SGLD_STEPS = {steps}", f"ebmkit.LangevinSampler.steps = {steps}"])
-    return _compiled_model(info, jit)
+    return fit_benchmark.compiled_model(info, jit)
 
   model = make_model()
   eta = model.sampler.steps

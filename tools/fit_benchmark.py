@@ -159,18 +159,37 @@ def matmul_gflops(dtype, n=2048, repeats=5):
   return 2 * n**3 / min(times) / 1e9
 
 
+def configure(flags):
+  """Sets --mixed_precision and parses the config; returns whether the train
+  step is compiled with XLA (--jit_compile, "auto" as ebmkit resolves it)."""
+  import keras  # pylint: disable=g-import-not-at-top
+  from ebmkit import gin_utils  # pylint: disable=g-import-not-at-top
+  from ebmkit.models import sampling  # pylint: disable=g-import-not-at-top
+  if flags.mixed_precision:
+    keras.mixed_precision.set_global_policy(flags.mixed_precision)
+  gin_utils.parse(flags.gin_file, flags.gin_bindings)
+  return {"auto": sampling.resolve_jit_compile("auto"), "true": True,
+          "false": False}[flags.jit_compile]
+
+
+def compiled_model(info, jit):
+  """The configured model, compiled with Adam 1e-4 and its optimizer built."""
+  import keras  # pylint: disable=g-import-not-at-top
+  from ebmkit.training import experiment  # pylint: disable=g-import-not-at-top
+  model = experiment.build_model(info)
+  model.compile(optimizer=keras.optimizers.Adam(1e-4), jit_compile=jit)
+  model.optimizer.build(model.trainable_variables)
+  return model
+
+
 def run(flags, forward_flops):
   """--mode=fit: `model.fit` end to end; prints a JSON line and a summary."""
   import gin  # pylint: disable=g-import-not-at-top
   import keras  # pylint: disable=g-import-not-at-top
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
-  from ebmkit import gin_utils  # pylint: disable=g-import-not-at-top
   from ebmkit.data import pipeline as data
-  from ebmkit.training import experiment
   from ebmkit.models import sampling
-  if flags.mixed_precision:
-    keras.mixed_precision.set_global_policy(flags.mixed_precision)
-  gin_utils.parse(flags.gin_file, flags.gin_bindings)
+  jit = configure(flags)
   keras.utils.set_random_seed(0)
   batch = data.configured("batch_size", 64)
   iterations = flags.iterations + flags.warmup
@@ -189,11 +208,7 @@ def run(flags, forward_flops):
   if flags.feed == "synthetic":
     x, y = next(iter(ds))
     ds = tf.data.Dataset.from_tensors((x, y)).repeat(iterations + 1)
-  jit = {"auto": sampling.resolve_jit_compile("auto"), "true": True,
-         "false": False}[flags.jit_compile]
-  model = experiment.build_model(info)
-  model.compile(optimizer=keras.optimizers.Adam(1e-4), jit_compile=jit)
-  model.optimizer.build(model.trainable_variables)
+  model = compiled_model(info, jit)
   stamps = BatchEndStamps(iterations)
   model.fit(ds, epochs=1, callbacks=[stamps.callback], verbose=0)
   if len(stamps.wall) - 1 < iterations:
@@ -234,15 +249,11 @@ def run(flags, forward_flops):
 
 def sampler_forms(flags):
   """--mode=sampler_forms: η steps of the model's chain in each loop form."""
-  import keras  # pylint: disable=g-import-not-at-top
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
-  from ebmkit import gin_utils  # pylint: disable=g-import-not-at-top
   from ebmkit.data import pipeline as data
   from ebmkit.training import experiment
   from ebmkit.models import sampling
-  if flags.mixed_precision:
-    keras.mixed_precision.set_global_policy(flags.mixed_precision)
-  gin_utils.parse(flags.gin_file, flags.gin_bindings)
+  configure(flags)  # Its XLA choice is not used: both are timed below.
   info = data.dataset_info(data.configured_name())
   batch = data.configured("batch_size", 64)
   model = experiment.build_model(info)

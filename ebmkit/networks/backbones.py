@@ -1,5 +1,7 @@
 """Backbone networks: classifiers whose logits become energies."""
 
+import functools
+
 import gin
 import keras
 import tensorflow as tf
@@ -93,6 +95,7 @@ def _conv3x3(filters, stride, name):
   ], name=name)
 
 
+@functools.lru_cache(maxsize=None)  # One function per slope, built once.
 def _leaky_relu_from_output(negative_slope):
   """LeakyReLU whose gradient reads its output instead of its input.
 
